@@ -1,0 +1,34 @@
+# EBW: `make serve` runs the server, `make test` passes the tests. Both set up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ebw-installed
+SOURCES := pyproject.toml setup.py $(wildcard ebw/_fast/*.pyx ebw/_fast/*.pxd)
+
+.PHONY: install serve test test-fast bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel Cython
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python setup.py --quiet build_ext --inplace
+	$(BIN)/python -c "import ebw._fast.hl7scan, ebw._fast.cfind"
+	touch $(STAMP)
+
+serve: install
+	$(BIN)/ebw serve
+
+# The whole suite on the compiled extensions, then the pure-Python twins once more
+# for the tests that exercise the selectors (unit + diff), with EBW_NO_EXTENSIONS=1.
+test: install
+	$(BIN)/python -m pytest -q tests
+	EBW_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/unit
+
+bench: install
+	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-group-by=group
+	$(BIN)/python -m bench.load --connections 1 --connections 8 --items 10000
+
+clean:
+	rm -rf $(VENV) build *.egg-info ebw/_fast/*.c ebw/_fast/*.so ebw/_fast/*.html

@@ -1,0 +1,71 @@
+"""HTTP on EBW_HTTP_HOST:EBW_HTTP_PORT: ``GET /healthz`` and ``GET /metrics``.
+
+Runs in the supervisor (threads), which holds no LMDB environment.
+``/metrics`` aggregates every process's metrics with prometheus_client's
+``MultiProcessCollector`` into a fresh registry per scrape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _metrics_payload() -> tuple[bytes, str]:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class HttpServer:
+    """Small threaded HTTP server; ``health()`` returns (ok, details)."""
+
+    def __init__(self, host: str, port: int, health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "EBW"
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: Any) -> None:  # access log at DEBUG only
+                log.debug("http %s " + fmt, self.client_address[0], *args)
+
+            def do_GET(self) -> None:  # noqa: N802
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    ok, details = outer.health()
+                    body = json.dumps({"status": "ok" if ok else "starting", **details}).encode()
+                    self._send(200 if ok else 503, body, "application/json")
+                elif path == "/metrics":
+                    body, ctype = _metrics_payload()
+                    self._send(200, body, ctype)
+                else:
+                    self._send(404, b'{"error": "not found"}', "application/json")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.health = health
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

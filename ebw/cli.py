@@ -1,0 +1,114 @@
+"""The ``ebw`` command: ``serve`` (the server), ``send`` (an MLLP client), ``config``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from . import config, log
+    from .errors import ConfigError
+
+    try:
+        cfg = config.load()
+    except ConfigError as exc:
+        print(f"ebw: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log.setup(cfg.log_level)
+    from .supervisor import serve
+
+    return serve(cfg)
+
+
+def _read_messages(path: str) -> list[bytes]:
+    """Messages of a file: MLLP-framed, or plain text with segments on lines
+    (a blank line or a new MSH starts the next message)."""
+    data = open(path, "rb").read() if path != "-" else sys.stdin.buffer.read()
+    if b"\x0b" in data:
+        from .mllp import FrameReader
+
+        return FrameReader(64 * 1024 * 1024).feed(data)
+    messages: list[list[bytes]] = []
+    for line in data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
+        line = line.rstrip()
+        if not line:
+            if messages and messages[-1]:
+                messages.append([])
+            continue
+        if line.startswith(b"MSH") or not messages:
+            messages.append([])
+        messages[-1].append(line)
+    return [b"\r".join(m) + b"\r" for m in messages if m]
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from .mllp import MllpClient
+
+    worst = 0
+    with MllpClient(args.host, args.port, timeout=args.timeout) as client:
+        for path in args.files:
+            for msg in _read_messages(path):
+                ack = client.send(msg)
+                text = ack.decode("utf-8", "replace").replace("\r", "\n").strip()
+                print(text + "\n")
+                code = ""
+                for seg in ack.split(b"\r"):
+                    if seg.startswith(b"MSA"):
+                        code = seg[4:6].decode("ascii", "replace")
+                if code != "AA":
+                    worst = 1
+    return worst
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from . import config
+    from .errors import ConfigError
+
+    if args.check:
+        try:
+            config.load()
+        except ConfigError as exc:
+            print(f"ebw: configuration error: {exc}", file=sys.stderr)
+            return 2
+        print("configuration OK")
+        return 0
+    print(config.describe())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ebw",
+        description="EBW: Encounter Based Worklist server (HL7 v2 ADT over MLLP in, DICOM Modality Worklist out). "
+        "Configured with EBW_* environment variables: see 'ebw config'.",
+    )
+    p.add_argument("--version", action="version", version=f"ebw {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    s = sub.add_parser("serve", help="run the server in the foreground")
+    s.set_defaults(func=_cmd_serve)
+    s = sub.add_parser("send", help="send HL7 messages from files over MLLP and print the ACKs")
+    s.add_argument("files", nargs="+", metavar="FILE", help="HL7 file(s): MLLP-framed or one segment per line; - for stdin")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=2575)
+    s.add_argument("--timeout", type=float, default=30.0)
+    s.set_defaults(func=_cmd_send)
+    s = sub.add_parser("config", help="list every EBW_* variable with its default and rule")
+    s.add_argument("--check", action="store_true", help="check the current environment and exit")
+    s.set_defaults(func=_cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Group commit: one thread per worker applies queued ADT changes to LMDB in batches.
+
+The event loop parses messages and queues their changes; this thread takes
+everything queued, applies it in ONE write transaction (each change in a
+nested transaction, so one failing change does not sink its batch), commits
+-- with ``EBW_FSYNC=on`` that commit returns only once the data is on stable
+storage -- and only then resolves the futures the loop is waiting on to send
+``AA``.  While a commit syncs, the loop keeps reading and parsing the next
+messages, which then share the next sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lmdb
+
+from . import metrics
+from .errors import StoreError
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 2048
+
+# A job applies one change inside the given (nested) write transaction and
+# returns a result object delivered to the waiting future.
+Job = Callable[[Any], Any]
+
+
+class Committer:
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, name: str = "committer") -> None:
+        self.store = store
+        self.loop = loop
+        self.queue: queue.SimpleQueue[tuple[Job, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.before_commit: list[Callable[[Any], None]] = []  # run in each batch txn, last
+        self.thread.start()
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self.queue.put((job, fut))
+        return fut
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish everything queued, then stop the thread."""
+        self.queue.put(None)
+        self.thread.join(timeout)
+
+    # -- the thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        q = self.queue
+        while True:
+            first = q.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            results = self._commit(batch)
+            self.loop.call_soon_threadsafe(_deliver, batch, results)
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
+        env = self.store.env
+        results: list[Any] = []
+        t0 = time.perf_counter()
+        try:
+            with env.begin(write=True) as txn:
+                for job, _fut in batch:
+                    try:
+                        with env.begin(write=True, parent=txn) as child:
+                            results.append(job(child))
+                    except lmdb.MapFullError:
+                        raise
+                    except Exception as exc:  # one bad change: its own AE, the batch goes on
+                        log.exception("applying a change failed (%s)", type(exc).__name__)
+                        results.append(StoreError(f"apply failed: {type(exc).__name__}"))
+                for hook in self.before_commit:
+                    hook(txn)
+        except lmdb.Error as exc:
+            log.error("LMDB commit of %d changes failed: %s", len(batch), exc)
+            err = StoreError(f"commit failed: {type(exc).__name__}")
+            return [err] * len(batch)
+        metrics.store_commits.inc()
+        metrics.store_commit_batch.observe(len(batch))
+        metrics.store_commit_duration.observe(time.perf_counter() - t0)
+        return results
+
+
+def _deliver(batch: list[tuple[Job, asyncio.Future[Any]]], results: list[Any]) -> None:
+    for (_job, fut), res in zip(batch, results):
+        if fut.cancelled():
+            continue
+        if isinstance(res, BaseException):
+            fut.set_exception(res)
+        else:
+            fut.set_result(res)

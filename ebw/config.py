@@ -1,0 +1,310 @@
+"""Every setting EBW reads, declared once: environment name, default, parser, rule, help.
+
+Configuration comes from ``EBW_*`` environment variables.  ``load()`` checks
+every rule before anything listens and raises :class:`~ebw.errors.ConfigError`
+naming the variable, the value and the rule; ``ebw serve`` prints that one line
+and exits non-zero.
+
+Global settings apply to the process; the ``endpoint`` settings describe the
+*default endpoint*, created at first start and updated from these variables at
+every start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError
+
+# ---------------------------------------------------------------------------
+# parsers / rules: each takes the raw string and returns the value or raises
+# ValueError with the rule as its message.
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise ValueError(f"must be an integer from {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be an integer from {lo} to {hi}")
+        return value
+
+    parse.rule = f"an integer from {lo} to {hi}"  # type: ignore[attr-defined]
+    return parse
+
+
+def _port(raw: str) -> int:
+    return _int_range(1, 65535)(raw)
+
+
+def _optional_port(raw: str) -> int | None:
+    return None if raw.strip() == "" else _port(raw)
+
+
+def _text(max_len: int = 64) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        if len(value) > max_len:
+            raise ValueError(f"must be at most {max_len} characters")
+        if any(ord(c) < 32 or c == "\\" for c in value):
+            raise ValueError("must not contain backslashes or control characters")
+        return value
+
+    return parse
+
+
+def _host(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("must be a host name or IP address")
+    return value
+
+
+def _optional_host(raw: str) -> str | None:
+    return None if raw.strip() == "" else _host(raw)
+
+
+def ae_title(raw: str) -> str:
+    """AE title rule (PS3.5 AE VR): 1-16 characters, no backslash or control
+    characters, not all spaces.  Leading/trailing spaces are not significant."""
+    if len(raw) > 16:
+        raise ValueError("an AE title is 1-16 characters")
+    if any(ord(c) < 32 or ord(c) == 127 or c == "\\" for c in raw):
+        raise ValueError("an AE title has no backslash or control characters")
+    value = raw.strip()
+    if not value:
+        raise ValueError("an AE title is 1-16 characters, not all spaces")
+    if any(ord(c) > 126 for c in value):
+        raise ValueError("an AE title uses ASCII characters only")
+    return value
+
+
+def _optional_ae_title(raw: str) -> str | None:
+    return None if raw.strip() == "" else ae_title(raw)
+
+
+def timezone(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("must be a known IANA timezone name, e.g. America/New_York")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be a known IANA timezone name, e.g. America/New_York") from None
+    return value
+
+
+_PREFIX_RE = re.compile(r"[A-Za-z]{2,4}")
+
+
+def accession_prefix(raw: str) -> str:
+    value = raw.strip()
+    if not _PREFIX_RE.fullmatch(value):
+        raise ValueError("the accession prefix is 2-4 letters (A-Z)")
+    return value.upper()
+
+
+def accession_digits(raw: str) -> int:
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        raise ValueError("the number of accession digits is an integer of at least 12") from None
+    if value < 12:
+        raise ValueError("the number of accession digits is at least 12")
+    if value > 14:
+        raise ValueError("the accession prefix plus digits may not exceed 16 characters")
+    return value
+
+
+def _fsync(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("on", "1", "true", "yes"):
+        return True
+    if value in ("off", "0", "false", "no"):
+        return False
+    raise ValueError("must be 'on' or 'off'")
+
+
+def _workers(raw: str) -> int:
+    if raw.strip() == "":
+        return os.cpu_count() or 1
+    return _int_range(1, 64)(raw)
+
+
+def _size_mb(raw: str) -> int:
+    return _int_range(16, 1024 * 1024)(raw)
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+    return value
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    attr: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    scope: str = "global"  # "global" or "endpoint"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- global
+    Setting("EBW_DATA_DIR", "data_dir", "./ebw-data", str, "Directory for the LMDB store and runtime files."),
+    Setting("EBW_WORKERS", "workers", "", _workers, "Worker processes (default: CPU count)."),
+    Setting("EBW_HTTP_HOST", "http_host", "127.0.0.1", _host, "Address of the HTTP listener (/healthz, /metrics)."),
+    Setting("EBW_HTTP_PORT", "http_port", "8080", _port, "Port of the HTTP listener."),
+    Setting("EBW_FSYNC", "fsync", "on", _fsync,
+            "'on': ACK only after the change is on stable storage (fdatasync). "
+            "'off': ACK once the change survives a process crash (not a power cut)."),
+    Setting("EBW_LMDB_MAP_SIZE_MB", "lmdb_map_size_mb", "4096", _size_mb,
+            "Maximum size of the LMDB store in MiB (the file grows sparsely up to it)."),
+    Setting("EBW_MLLP_MAX_FRAME_BYTES", "mllp_max_frame_bytes", "1048576", _int_range(1024, 64 * 1024 * 1024),
+            "Largest MLLP frame accepted; a bigger one gets AR and the connection is closed."),
+    Setting("EBW_MLLP_IDLE_TIMEOUT_SECONDS", "mllp_idle_timeout", "600", _int_range(1, 86400),
+            "An MLLP connection with no traffic for this long is closed."),
+    Setting("EBW_LOG_LEVEL", "log_level", "INFO", _log_level, "Log level (no patient data is logged at any level)."),
+    # -- the default endpoint
+    Setting("EBW_NAME", "name", "Default", _text(64), "Display name of the default endpoint.", "endpoint"),
+    Setting("EBW_HL7_HOST", "hl7_host", "0.0.0.0", _host, "Address of the MLLP listener.", "endpoint"),
+    Setting("EBW_HL7_PORT", "hl7_port", "2575", _port, "Port of the MLLP listener.", "endpoint"),
+    Setting("EBW_DICOM_HOST", "dicom_host", "0.0.0.0", _host, "Address of the DICOM listener.", "endpoint"),
+    Setting("EBW_DICOM_PORT", "dicom_port", "11112", _port, "Port of the DICOM listener.", "endpoint"),
+    Setting("EBW_SCP_AET", "scp_aet", "EBW", ae_title, "AE title of the worklist SCP (the called AE title).", "endpoint"),
+    Setting("EBW_PROCEDURE_ID", "procedure_id", "POCUS", _text(16),
+            "RequestedProcedureID of every item; OBR-4.1 of ORUs.", "endpoint"),
+    Setting("EBW_PROCEDURE_DESCRIPTION", "procedure_description", "Point of care ultrasound", _text(64),
+            "RequestedProcedureDescription of every item; OBR-4.2 of ORUs.", "endpoint"),
+    Setting("EBW_TIMEZONE", "timezone", "UTC", timezone,
+            "IANA timezone of the modalities: item dates/times are given and queries read in it.", "endpoint"),
+    Setting("EBW_MODALITY", "modality", "US", _text(16), "Modality of the scheduled procedure step.", "endpoint"),
+    Setting("EBW_ACCESSION_PREFIX", "accession_prefix", "EB", accession_prefix,
+            "Accession number prefix: 2-4 letters.", "endpoint"),
+    Setting("EBW_ACCESSION_DIGITS", "accession_digits", "12", accession_digits,
+            "Digits after the prefix: at least 12; prefix + digits at most 16.", "endpoint"),
+    Setting("EBW_ACCESSION_PERIOD_MINUTES", "accession_period_minutes", "5", _int_range(1, 1440),
+            "Minutes before an encounter gets a new accession number (1-1440).", "endpoint"),
+    Setting("EBW_PACS_PUSH_DELAY_SECONDS", "pacs_push_delay_seconds", "0", _int_range(0, 7 * 86400),
+            "Delay between the ORU to the EHR and the push of the study to PACS.", "endpoint"),
+    Setting("EBW_EHR_HOST", "ehr_host", "", _optional_host, "Host of the EHR's MLLP listener for ORUs.", "endpoint"),
+    Setting("EBW_EHR_PORT", "ehr_port", "", _optional_port, "Port of the EHR's MLLP listener for ORUs.", "endpoint"),
+    Setting("EBW_PACS_AET", "pacs_aet", "", _optional_ae_title, "AE title of the PACS.", "endpoint"),
+    Setting("EBW_PACS_HOST", "pacs_host", "", _optional_host, "Host of the PACS.", "endpoint"),
+    Setting("EBW_PACS_PORT", "pacs_port", "", _optional_port, "Port of the PACS.", "endpoint"),
+)
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """One EBW endpoint: an MLLP listener feeding one worklist served on one DICOM port."""
+
+    name: str
+    hl7_host: str
+    hl7_port: int
+    dicom_host: str
+    dicom_port: int
+    scp_aet: str
+    procedure_id: str
+    procedure_description: str
+    timezone: str
+    modality: str
+    accession_prefix: str
+    accession_digits: int
+    accession_period_minutes: int
+    pacs_push_delay_seconds: int
+    ehr_host: str | None = None
+    ehr_port: int | None = None
+    pacs_aet: str | None = None
+    pacs_host: str | None = None
+    pacs_port: int | None = None
+    id: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EndpointConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: str
+    workers: int
+    http_host: str
+    http_port: int
+    fsync: bool
+    lmdb_map_size_mb: int
+    mllp_max_frame_bytes: int
+    mllp_idle_timeout: int
+    log_level: str
+    endpoint: EndpointConfig
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load(environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check every setting.  Raises ConfigError on the first bad one."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = env.get(s.env)
+        if raw is None:
+            raw = s.default
+        try:
+            values[s.attr] = s.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(s.env, raw, str(exc)) from None
+
+    # Cross-field rules.
+    prefix, digits = values["accession_prefix"], values["accession_digits"]
+    if len(prefix) + digits > 16:
+        raise ConfigError(
+            "EBW_ACCESSION_DIGITS", env.get("EBW_ACCESSION_DIGITS", str(digits)),
+            f"the accession prefix ({len(prefix)} letters) plus digits may not exceed 16 characters",
+        )
+    ports = [("EBW_HL7_PORT", values["hl7_port"]), ("EBW_DICOM_PORT", values["dicom_port"]),
+             ("EBW_HTTP_PORT", values["http_port"])]
+    seen: dict[int, str] = {}
+    for name, port in ports:
+        if port in seen:
+            raise ConfigError(name, str(port), f"must differ from {seen[port]}")
+        seen[port] = name
+    for host_var, port_var, host, port in (
+        ("EBW_EHR_HOST", "EBW_EHR_PORT", values["ehr_host"], values["ehr_port"]),
+        ("EBW_PACS_HOST", "EBW_PACS_PORT", values["pacs_host"], values["pacs_port"]),
+    ):
+        if (host is None) != (port is None):
+            missing = port_var if port is None else host_var
+            raise ConfigError(missing, "", f"must be set together with {host_var if port is None else port_var}")
+
+    endpoint_fields = {s.attr for s in SETTINGS if s.scope == "endpoint"}
+    endpoint = EndpointConfig(**{k: v for k, v in values.items() if k in endpoint_fields})
+    glob = {k: v for k, v in values.items() if k not in endpoint_fields}
+    return Config(endpoint=endpoint, **glob)
+
+
+def describe() -> str:
+    """Every variable with its default and rule, for ``ebw config``."""
+    lines = []
+    for s in SETTINGS:
+        default = s.default if s.default != "" else "(unset)"
+        if s.env == "EBW_WORKERS":
+            default = "(CPU count)"
+        lines.append(f"{s.env}={default}\n    {s.help}")
+    return "\n".join(lines)

@@ -1,0 +1,254 @@
+"""The Modality Worklist C-FIND handler: identifier -> matching items -> responses.
+
+Steps, per query:
+1. ``parse_identifier``: flatten the request identifier into matching keys
+   ``(path, vr, value)`` (``ScheduledProcedureStepSequence.Modality`` ...)
+   and remember which attributes were requested (the response carries
+   exactly those, zero-length when unknown).
+2. ``WorklistIndex.select``: read the endpoint's active items from LMDB in one
+   short read transaction (by Patient ID when the query names one exactly),
+   fill in query-time values (``ebw.worklist.Renderer``), match them with
+   ``ebw.dicom.match`` (Cython), and return the matches as a list -- no
+   transaction stays open while responses are sent.
+3. The handler yields one Pending response per item, checking C-CANCEL
+   between responses.
+
+Attributes EBW does not hold are returned zero-length; a non-empty key on
+such an attribute is not used for selection and the responses carry Pending
+status 0xFF01 (PS3.4 K.2.2.1.1.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from .. import metrics
+from ..config import EndpointConfig
+from ..errors import QueryError
+from ..store import Store, loads
+from ..worklist import SPS, VRS, Renderer
+from . import match
+
+log = logging.getLogger(__name__)
+
+SPS_KEYWORD = "ScheduledProcedureStepSequence"
+NEVER_MATCHED = frozenset({"SpecificCharacterSet", "TimezoneOffsetFromUTC"})
+
+STATUS_PENDING = 0xFF00
+STATUS_PENDING_UNSUPPORTED_KEYS = 0xFF01
+STATUS_CANCEL = 0xFE00
+STATUS_BAD_IDENTIFIER = 0xA900
+STATUS_UNABLE = 0xC001
+
+
+@dataclass
+class Query:
+    keys: list[tuple[str, str, str]] = field(default_factory=list)
+    top: list[str] = field(default_factory=list)  # requested top-level keywords, in order
+    sps: list[str] | None = None  # requested SPS keywords; None when the SPS sequence was not asked for
+    empty_sequences: list[str] = field(default_factory=list)  # other sequences requested: returned empty
+    unsupported: bool = False
+    charset: str = ""
+    timezone_requested: bool = False
+
+
+def _value(elem: Any) -> str:
+    v = elem.value
+    if v is None:
+        return ""
+    if elem.VM > 1:
+        return "\\".join(str(x) for x in v)
+    return str(v)
+
+
+def parse_identifier(ds: Dataset) -> Query:
+    q = Query()
+    cs = ds.get("SpecificCharacterSet")
+    if cs:
+        q.charset = cs if isinstance(cs, str) else "\\".join(cs)
+    for elem in ds:
+        kw = elem.keyword
+        if not kw:
+            if elem.tag.is_private or elem.tag.element == 0:
+                continue
+            q.unsupported = q.unsupported or bool(elem.value)
+            continue
+        if kw in NEVER_MATCHED:
+            if kw == "TimezoneOffsetFromUTC":
+                q.timezone_requested = True
+            continue
+        if elem.VR == "SQ":
+            if kw == SPS_KEYWORD:
+                q.sps = []
+                items = elem.value or []
+                if len(items) > 1:
+                    raise QueryError("ScheduledProcedureStepSequence: a query sequence holds one item")
+                for sub in items[0] if items else []:
+                    skw = sub.keyword
+                    if sub.VR == "SQ" or not skw:
+                        q.unsupported = q.unsupported or bool(sub.value)
+                        continue
+                    q.sps.append(skw)
+                    path = SPS + skw
+                    if path in VRS:
+                        q.keys.append((path, VRS[path], _value(sub)))
+                    elif _value(sub):
+                        q.unsupported = True
+            else:
+                q.empty_sequences.append(kw)
+                if elem.value and any(len(item) for item in elem.value):
+                    q.unsupported = True
+            continue
+        q.top.append(kw)
+        if kw in VRS:
+            q.keys.append((kw, VRS[kw], _value(elem)))
+        elif _value(elem):
+            q.unsupported = True
+    return q
+
+
+class WorklistIndex:
+    """Selects the worklist items of one endpoint for a query.
+
+    Keeps a per-process cache of decoded items keyed by their stored bytes, so
+    an unchanged item is decoded and rendered once per day, not once per query.
+    """
+
+    def __init__(self, store: Store, ep: str, get_cfg: Callable[[], EndpointConfig]) -> None:
+        self.store = store
+        self.ep = ep
+        self.get_cfg = get_cfg
+        self._lock = threading.Lock()
+        self._cache: dict[bytes, dict[str, Any]] = {}
+        self._cache_tag: tuple[Any, ...] = ()
+
+    def select(self, keys: list[tuple[str, str, str]], now: float | None = None) -> list[dict[str, Any]]:
+        compiled = match.compile_query(keys)
+        cfg = self.get_cfg()
+        now = time.time() if now is None else now
+        renderer = Renderer(cfg, now)
+        tag = (cfg, renderer.midnight_ts)
+        with self._lock:
+            if tag != self._cache_tag:
+                self._cache = {}
+                self._cache_tag = tag
+            cache = self._cache
+        patient_id = _exact(keys, "PatientID")
+        with self.store.read() as txn:
+            if patient_id is not None:
+                raws = [raw for _, raw in self.store.active_by_patient_id(txn, self.ep, patient_id)]
+            else:
+                raws = [raw for _, raw in self.store.iter_active_raw(txn, self.ep)]
+        items = []
+        for raw in raws:
+            item = cache.get(raw)
+            if item is None:
+                item = renderer.render(loads(raw))
+                cache[raw] = item
+            items.append(item)
+        if len(cache) > 2 * len(raws) + 1024 and patient_id is None:
+            with self._lock:
+                if self._cache is cache:
+                    self._cache = {raw: cache[raw] for raw in raws}
+        return [items[i] for i in match.filter_items(compiled, items)]
+
+    def timezone_offset(self, now: float | None = None) -> str:
+        return Renderer(self.get_cfg(), time.time() if now is None else now).offset
+
+
+def _exact(keys: list[tuple[str, str, str]], path: str) -> str | None:
+    """The value of a single-value (no wildcard) key on ``path``, else None."""
+    for p, _vr, value in keys:
+        if p == path:
+            v = value.strip()
+            if v and "*" not in v and "?" not in v and "\\" not in v:
+                return v
+    return None
+
+
+# ------------------------------------------------------------------------------ responses
+
+
+def _charset_for(values: list[str], requested: str) -> tuple[str, str]:
+    """(SpecificCharacterSet value, python codec) able to carry ``values``."""
+    text = "".join(values)
+    if text.isascii():
+        return "", "ascii"
+    if requested.upper().replace("-", "_") in ("ISO_IR 100",):
+        try:
+            text.encode("latin_1")
+            return "ISO_IR 100", "latin_1"
+        except UnicodeEncodeError:
+            pass
+    return "ISO_IR 192", "utf_8"
+
+
+def build_response(q: Query, item: dict[str, Any], tz_offset: str) -> Dataset:
+    ds = Dataset()
+    values: list[str] = []
+    for kw in q.top:
+        v = item.get(kw, "") if kw in VRS else ""
+        values.append(v)
+    sps_values: list[str] = []
+    if q.sps is not None:
+        for kw in q.sps:
+            sps_values.append(item.get(SPS + kw, ""))
+    charset, _codec = _charset_for(values + sps_values, q.charset)
+    if charset:
+        ds.SpecificCharacterSet = charset
+    elif q.charset:
+        ds.SpecificCharacterSet = q.charset
+    if q.timezone_requested:
+        ds.TimezoneOffsetFromUTC = tz_offset
+    for kw, v in zip(q.top, values):
+        setattr(ds, kw, v if v != "" else None)
+    if q.sps is not None:
+        sub = Dataset()
+        for kw, v in zip(q.sps, sps_values):
+            setattr(sub, kw, v if v != "" else None)
+        ds.ScheduledProcedureStepSequence = Sequence([sub])
+    for kw in q.empty_sequences:
+        setattr(ds, kw, Sequence([]))
+    return ds
+
+
+def make_handler(index: WorklistIndex) -> Callable[..., Iterator[tuple[int, Dataset | None]]]:
+    ep = index.ep
+
+    def handle_find(event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        t0 = time.perf_counter()
+        try:
+            q = parse_identifier(event.identifier)
+            items = index.select(q.keys)
+        except QueryError as exc:
+            log.info("%s: C-FIND from %s refused: %s", ep, event.assoc.requestor.ae_title, exc)
+            metrics.cfind_queries.labels(ep, "A900").inc()
+            yield STATUS_BAD_IDENTIFIER, None
+            return
+        except Exception as exc:  # noqa: BLE001 - answered with a failure status, logged without data
+            log.exception("%s: C-FIND failed (%s)", ep, type(exc).__name__)
+            metrics.cfind_queries.labels(ep, "C001").inc()
+            yield STATUS_UNABLE, None
+            return
+        metrics.cfind_duration.labels(ep).observe(time.perf_counter() - t0)
+        metrics.cfind_matches.labels(ep).observe(len(items))
+        log.debug("%s: C-FIND from %s: %d matches", ep, event.assoc.requestor.ae_title, len(items))
+        status = STATUS_PENDING_UNSUPPORTED_KEYS if q.unsupported else STATUS_PENDING
+        tz = index.timezone_offset() if q.timezone_requested else ""
+        for item in items:
+            if event.is_cancelled:
+                metrics.cfind_queries.labels(ep, "FE00").inc()
+                yield STATUS_CANCEL, None
+                return
+            yield status, build_response(q, item, tz)
+        metrics.cfind_queries.labels(ep, "0000").inc()
+
+    return handle_find

@@ -1,0 +1,312 @@
+"""From a scanned HL7 message to an ADT change the encounter index can apply.
+
+``parse(data)`` runs the segment scanner (Cython, ``ebw.hl7.scan``) and reads
+only the fields the encounter index needs.  It raises
+:class:`~ebw.errors.ParseError` when the bytes are not HL7 (answered AR) and
+:class:`~ebw.errors.RejectError` when the message is readable but must be
+answered AE/AR (wrong message type, missing PID-3 ...).
+
+Values are kept in their DICOM form where the worklist needs them (PN with the
+HL7 XPN prefix/suffix swap, DA dates), with three states per field:
+``None`` (not sent: keep what is stored), ``""`` (explicit HL7 null ``""``:
+clear it) or the value.
+
+Encounter key (documented rule, README "Encounter identity"):
+1. ``V|<authority>|<PV1-19.1>`` when PV1-19 (visit number) is valued;
+2. else ``A|<authority>|<PID-18.1>`` when PID-18 (account number) is valued;
+3. else ``P|<patient key>``: feeds without visit numbers get one open
+   visit-less encounter per patient (a new A01/A04 for that patient updates it).
+Patient key: ``<authority>|<id>`` of the PID-3 repetition whose identifier
+type (CX-5) is ``MR``, else of the first repetition; authority is CX-4.1, else
+CX-4.2, else empty.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from ..errors import RejectError
+from .scan import scan
+from .text import NULL, Decoder, at, comps, reps, subs
+from .text import field as fld
+
+# Trigger events and what they do to the encounter (see ebw.encounters).
+ENCOUNTER_EVENTS = frozenset(
+    {"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A12", "A13", "A14", "A38"}
+)
+PERSON_EVENTS = frozenset({"A28", "A29", "A31"})
+MERGE_EVENTS = frozenset({"A18", "A34", "A35", "A36", "A40", "A47"})
+# Recognised ADT events that do not concern encounters: AA, counted, no change.
+IGNORED_EVENTS = frozenset(
+    {"A09", "A10", "A15", "A16", "A17", "A20", "A21", "A22", "A23", "A24", "A25", "A26", "A27",
+     "A30", "A32", "A33", "A37", "A39", "A41", "A42", "A43", "A44", "A45", "A46", "A48", "A49",
+     "A50", "A51", "A52", "A53", "A54", "A55", "A60", "A61", "A62"}
+)
+KNOWN_EVENTS = ENCOUNTER_EVENTS | PERSON_EVENTS | MERGE_EVENTS | IGNORED_EVENTS
+
+
+@dataclass(slots=True)
+class Header:
+    """The MSH fields EBW needs, raw (ACKs copy them byte for byte)."""
+
+    seps: bytes
+    msh3: bytes = b""
+    msh4: bytes = b""
+    msh5: bytes = b""
+    msh6: bytes = b""
+    msh7: bytes = b""
+    code: str = ""
+    event: str = ""
+    control_id: bytes = b""
+    processing_id: bytes = b""
+    version: bytes = b""
+    charset: bytes = b""
+    nseg: int = 0
+
+
+@dataclass(slots=True)
+class Change:
+    """One ADT message, reduced to what the encounter index stores."""
+
+    header: Header
+    event: str
+    patient_key: str = ""
+    encounter_key: str = ""
+    # "when": the instant the event was recorded (EVN-2, else MSH-7), UTC epoch seconds or None
+    when: float | None = None
+    patient: dict[str, str | None] = field(default_factory=dict)
+    visit: dict[str, str | None] = field(default_factory=dict)
+    prior_patient_key: str = ""
+    prior_encounter_key: str = ""
+    charset_fallback: bool = False
+
+    @property
+    def control_id(self) -> str:
+        return self.header.control_id.decode("latin_1")
+
+
+def parse_header(seps: bytes, msh: list[bytes], nseg: int) -> Header:
+    h = Header(seps=seps, nseg=nseg)
+    h.msh3, h.msh4, h.msh5, h.msh6 = fld(msh, 3), fld(msh, 4), fld(msh, 5), fld(msh, 6)
+    h.msh7 = at(comps(fld(msh, 7), seps), 1)
+    msg_type = comps(fld(msh, 9), seps)
+    h.code = at(msg_type, 1).decode("latin_1").strip().upper()
+    h.event = at(msg_type, 2).decode("latin_1").strip().upper()
+    h.control_id = fld(msh, 10)
+    h.processing_id = fld(msh, 11)
+    h.version = fld(msh, 12)
+    h.charset = fld(msh, 18)
+    return h
+
+
+def parse(data: bytes, tz: str = "UTC") -> Change:
+    """Scan and read one ADT message.  ``tz`` interprets datetimes without offset."""
+    seps, nseg, segments = scan(data)
+    msh = segments[0][1]
+    header = parse_header(seps, msh, nseg)
+    if header.code != "ADT":
+        raise RejectError("AR", 200, "Unsupported message type", "MSH^1^9^1^1")
+    event = header.event
+    first: dict[str, list[bytes]] = {}
+    for sid, fields in segments:
+        first.setdefault(sid, fields)
+    if not event:
+        evn = first.get("EVN")
+        event = fld(evn, 1).decode("latin_1").strip().upper() if evn else ""
+    if event not in KNOWN_EVENTS:
+        raise RejectError("AR", 201, "Unsupported event code", "MSH^1^9^1^2")
+    dec = Decoder(header.charset, seps)
+    change = Change(header=header, event=event)
+    zone = ZoneInfo(tz)
+
+    evn = first.get("EVN")
+    when_raw = at(comps(fld(evn, 2), seps), 1) if evn else b""
+    change.when = parse_dtm(when_raw or header.msh7, zone)
+
+    if event in IGNORED_EVENTS:
+        return change
+
+    pid = first.get("PID")
+    if pid is None:
+        raise RejectError("AE", 100, "PID segment missing", "PID")
+    _read_pid(change, pid, seps, dec, zone)
+    pv1 = first.get("PV1")
+    if pv1 is not None:
+        _read_pv1(change, pv1, seps, dec, zone)
+    change.encounter_key = _encounter_key(change, pid, pv1, seps, dec)
+    mrg = first.get("MRG")
+    if mrg is not None:
+        _read_mrg(change, mrg, seps, dec)
+    change.charset_fallback = dec.fell_back
+    return change
+
+
+# --------------------------------------------------------------------------- PID / PV1
+
+
+def _cx(raw_rep: bytes, seps: bytes, dec: Decoder) -> tuple[str, str, str]:
+    """(id, authority, type code) of one CX repetition."""
+    c = comps(raw_rep, seps)
+    ident = dec.unescape(at(c, 1)).strip()
+    auth_parts = subs(at(c, 4), seps)
+    authority = dec.unescape(at(auth_parts, 1)).strip() or dec.unescape(at(auth_parts, 2)).strip()
+    return ident, authority, dec.unescape(at(c, 5)).strip().upper()
+
+
+def _value(raw: bytes, dec: Decoder) -> str | None:
+    """Tri-state: None when not sent, "" for the explicit null, else the text."""
+    if raw == b"":
+        return None
+    if raw == b'""':
+        return ""
+    return dec.unescape(raw).strip()
+
+
+def _pn(raw: bytes, seps: bytes, dec: Decoder, order: tuple[int, ...]) -> str | None:
+    """HL7 XPN/XCN -> DICOM PN (family^given^middle^prefix^suffix)."""
+    if raw == b"":
+        return None
+    if raw == b'""':
+        return ""
+    c = comps(raw, seps)
+    parts = [dec.unescape(at(c, i)).strip() for i in order]
+    return "^".join(parts).rstrip("^")
+
+
+XPN_ORDER = (1, 2, 3, 5, 4)  # family, given, middle, prefix (XPN-5), suffix (XPN-4)
+XCN_ORDER = (2, 3, 4, 6, 5)  # XCN-1 is the ID
+
+
+def _read_pid(change: Change, pid: list[bytes], seps: bytes, dec: Decoder, zone: ZoneInfo) -> None:
+    ids = [_cx(r, seps, dec) for r in reps(fld(pid, 3), seps)]
+    ids = [i for i in ids if i[0] and i[0] != NULL]
+    if not ids:
+        raise RejectError("AE", 101, "Required field missing: patient identifier list", "PID^1^3")
+    chosen = next((i for i in ids if i[2] == "MR"), ids[0])
+    change.patient_key = f"{chosen[1]}|{chosen[0]}"
+    p = change.patient
+    p["PatientID"] = chosen[0]
+    p["IssuerOfPatientID"] = chosen[1]
+    # PID-5: the legal name (XPN-7 = L) if present, else the first repetition.
+    names = reps(fld(pid, 5), seps)
+    name_raw = b""
+    if names:
+        name_raw = next((n for n in names if at(comps(n, seps), 7).upper() == b"L"), names[0])
+    p["PatientName"] = _pn(name_raw, seps, dec, XPN_ORDER) if names else None
+    birth = fld(pid, 7)
+    if birth == b'""':
+        p["PatientBirthDate"] = ""
+    elif birth:
+        digits = at(comps(birth, seps), 1)[:8].decode("latin_1")
+        p["PatientBirthDate"] = digits if len(digits) == 8 and digits.isdigit() else ""
+    sex = _value(at(comps(fld(pid, 8), seps), 1), dec)
+    if sex is not None:
+        sex = sex.upper()
+        p["PatientSex"] = sex if sex in ("M", "F") else ("O" if sex else "")
+
+
+def _read_pv1(change: Change, pv1: list[bytes], seps: bytes, dec: Decoder, zone: ZoneInfo) -> None:
+    v = change.visit
+    v["patient_class"] = _value(at(comps(fld(pv1, 2), seps), 1), dec)
+    loc = fld(pv1, 3)
+    if loc == b'""':
+        v["CurrentPatientLocation"] = ""
+        v["InstitutionName"] = ""
+    elif loc:
+        c = comps(loc, seps)
+        parts = [dec.unescape(at(c, i)).strip() for i in (1, 2, 3)]
+        v["CurrentPatientLocation"] = "-".join(x for x in parts if x)[:64]
+        v["point_of_care"] = parts[0]
+        facility = subs(at(c, 4), seps)
+        v["InstitutionName"] = dec.unescape(at(facility, 1)).strip()[:64]
+    attending = reps(fld(pv1, 7), seps)
+    if attending:
+        v["ScheduledPerformingPhysicianName"] = _pn(attending[0], seps, dec, XCN_ORDER)
+    referring = reps(fld(pv1, 8), seps)
+    if referring:
+        v["ReferringPhysicianName"] = _pn(referring[0], seps, dec, XCN_ORDER)
+    v["service"] = _value(at(comps(fld(pv1, 10), seps), 1), dec)
+    v["vip"] = _value(at(comps(fld(pv1, 16), seps), 1), dec)
+    admit = at(comps(fld(pv1, 44), seps), 1)
+    if admit:
+        t = parse_dtm(admit, zone) if admit != b'""' else None
+        v["admit_time"] = None if t is None else str(t)
+    disch = at(comps(at(reps(fld(pv1, 45), seps), 1), seps), 1)
+    if disch:
+        t = parse_dtm(disch, zone) if disch != b'""' else None
+        v["discharge_time"] = "" if disch == b'""' else (None if t is None else str(t))
+
+
+def _encounter_key(change: Change, pid: list[bytes], pv1: list[bytes] | None, seps: bytes, dec: Decoder) -> str:
+    if pv1 is not None:
+        rep = at(reps(fld(pv1, 19), seps), 1)
+        ident, authority, _ = _cx(rep, seps, dec)
+        if ident and ident != NULL:
+            change.visit["AdmissionID"] = ident
+            change.visit["admission_issuer"] = authority
+            return f"V|{authority}|{ident}"
+    rep = at(reps(fld(pid, 18), seps), 1)
+    ident, authority, _ = _cx(rep, seps, dec)
+    if ident and ident != NULL:
+        change.visit["AdmissionID"] = ident
+        change.visit["admission_issuer"] = authority
+        return f"A|{authority}|{ident}"
+    change.visit.setdefault("AdmissionID", "")
+    return f"P|{change.patient_key}"
+
+
+def _read_mrg(change: Change, mrg: list[bytes], seps: bytes, dec: Decoder) -> None:
+    ids = [_cx(r, seps, dec) for r in reps(fld(mrg, 1), seps)]
+    ids = [i for i in ids if i[0] and i[0] != NULL]
+    if ids:
+        chosen = next((i for i in ids if i[2] == "MR"), ids[0])
+        change.prior_patient_key = f"{chosen[1]}|{chosen[0]}"
+    ident, authority, _ = _cx(at(reps(fld(mrg, 5), seps), 1), seps, dec)
+    if ident:
+        change.prior_encounter_key = f"V|{authority}|{ident}"
+    else:
+        ident, authority, _ = _cx(at(reps(fld(mrg, 3), seps), 1), seps, dec)
+        if ident:
+            change.prior_encounter_key = f"A|{authority}|{ident}"
+
+
+# --------------------------------------------------------------------------- datetimes
+
+
+def parse_dtm(raw: bytes, zone: ZoneInfo) -> float | None:
+    """HL7 DTM/TS ``YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`` -> UTC epoch seconds.
+
+    Any precision is accepted; missing parts take their lowest value.  Without
+    an offset the value is read in ``zone`` (the endpoint's timezone).  Returns
+    None for an empty or unreadable value.
+    """
+    s = raw.decode("latin_1", "replace").strip()
+    if not s:
+        return None
+    offset = None
+    for sign in ("+", "-"):
+        k = s.find(sign, 4)
+        if k > 0:
+            off = s[k + 1 :]
+            s = s[:k]
+            if len(off) >= 4 and off[:4].isdigit():
+                minutes = int(off[:2]) * 60 + int(off[2:4])
+                offset = _dt.timezone(_dt.timedelta(minutes=minutes if sign == "+" else -minutes))
+            break
+    frac = 0.0
+    if "." in s:
+        s, f = s.split(".", 1)
+        if f.isdigit():
+            frac = float("0." + f)
+    if not s.isdigit() or len(s) < 4 or len(s) % 2:
+        return None
+    parts = [int(s[0:4])] + [int(s[i : i + 2]) for i in range(4, min(len(s), 14), 2)]
+    defaults = [0, 1, 1, 0, 0, 0]
+    parts += defaults[len(parts) :]
+    try:
+        dt = _dt.datetime(*parts, tzinfo=offset or zone)  # type: ignore[misc]
+    except ValueError:
+        return None
+    return dt.timestamp() + frac

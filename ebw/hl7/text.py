@@ -1,0 +1,138 @@
+"""HL7 v2 field text: character sets (MSH-18), component splitting, unescaping.
+
+Rules (see shared reference hl7v2-adt.md §3, §4):
+- Split into repetitions / components / subcomponents on raw bytes first,
+  unescape afterwards (an unescaped ``^`` would split a component).
+- Decode with the codec MSH-18 names; on failure retry UTF-8, then cp1252
+  (which decodes any byte), and report the fallback to the caller.
+- ``""`` (two quotation marks) is an explicit null: "delete the stored value".
+"""
+
+from __future__ import annotations
+
+NULL = '""'
+
+# HL7 table 0211 -> Python codec.
+CHARSETS: dict[str, str] = {
+    "": "ascii",
+    "ASCII": "ascii",
+    "ISO IR6": "ascii",
+    "8859/1": "latin_1",
+    "8859/2": "iso8859_2",
+    "8859/3": "iso8859_3",
+    "8859/4": "iso8859_4",
+    "8859/5": "iso8859_5",
+    "8859/6": "iso8859_6",
+    "8859/7": "iso8859_7",
+    "8859/8": "iso8859_8",
+    "8859/9": "iso8859_9",
+    "8859/15": "iso8859_15",
+    "UNICODE UTF-8": "utf_8",
+    "UTF-8": "utf_8",
+    "ISO IR87": "iso2022_jp",
+    "ISO IR159": "iso2022_jp_2",
+    "ISO IR14": "shift_jis",
+    "KS X 1001": "euc_kr",
+    "GB 18030-2000": "gb18030",
+    "BIG-5": "big5",
+}
+
+
+class Decoder:
+    """Decodes the fields of one message with the codec its MSH-18 names."""
+
+    __slots__ = ("codec", "fell_back", "seps")
+
+    def __init__(self, msh18: bytes, seps: bytes) -> None:
+        name = msh18.split(seps[2:3])[0].decode("ascii", "replace").strip().upper() if msh18 else ""
+        self.codec = CHARSETS.get(name, "utf_8")
+        self.fell_back = False
+        self.seps = seps
+
+    def decode(self, raw: bytes) -> str:
+        if raw.isascii():
+            return raw.decode("ascii")
+        try:
+            return raw.decode(self.codec)
+        except UnicodeDecodeError:
+            self.fell_back = True
+            try:
+                return raw.decode("utf_8")
+            except UnicodeDecodeError:
+                return raw.decode("cp1252", "replace")
+
+    def unescape(self, raw: bytes) -> str:
+        """Decode one leaf value (a component or subcomponent) and resolve escapes."""
+        esc = self.seps[3:4]
+        if esc not in raw:
+            return self.decode(raw)
+        out: list[str] = []
+        pending = bytearray()
+        i, n = 0, len(raw)
+        field_s, comp_s, rep_s, _esc_s, sub_s = (self.seps[k : k + 1] for k in range(5))
+        while i < n:
+            b = raw[i : i + 1]
+            if b != esc:
+                pending += b
+                i += 1
+                continue
+            j = raw.find(esc, i + 1)
+            if j < 0:  # unterminated escape: keep it literally
+                pending += raw[i:]
+                break
+            seq = raw[i + 1 : j]
+            i = j + 1
+            code, arg = seq[:1], seq[1:]
+            if code == b"F":
+                pending += field_s
+            elif code == b"S":
+                pending += comp_s
+            elif code == b"T":
+                pending += sub_s
+            elif code == b"R":
+                pending += rep_s
+            elif code == b"E":
+                pending += esc
+            elif code == b"X":
+                try:
+                    pending += bytes.fromhex(arg.decode("ascii"))
+                except ValueError:
+                    pass
+            elif seq == b".br":
+                pending += b"\n"
+            elif code in (b"H", b"N", b"Z", b"C", b"M", b"P", b"."):
+                pass  # highlighting, local escapes, charset switches, formatting: dropped
+            else:
+                pending += esc + seq + esc
+        out.append(self.decode(bytes(pending)))
+        return "".join(out)
+
+
+def field(fields: list[bytes], n: int) -> bytes:
+    """SEG-n as raw bytes, b"" when absent (trailing fields may be omitted)."""
+    return fields[n] if n < len(fields) else b""
+
+
+def reps(raw: bytes, seps: bytes) -> list[bytes]:
+    return raw.split(seps[2:3]) if raw else []
+
+
+def comps(raw: bytes, seps: bytes) -> list[bytes]:
+    return raw.split(seps[1:2])
+
+
+def subs(raw: bytes, seps: bytes) -> list[bytes]:
+    return raw.split(seps[4:5])
+
+
+def at(parts: list[bytes], n: int) -> bytes:
+    """1-based component access with bounds check."""
+    return parts[n - 1] if 0 < n <= len(parts) else b""
+
+
+def escape(text: str, seps: bytes = b"|^~\\&") -> str:
+    """Escape text for an outbound HL7 field (escape char first)."""
+    f, c, r, e, s = (chr(b) for b in seps[:5])
+    text = text.replace(e, f"{e}E{e}")
+    text = text.replace(f, f"{e}F{e}").replace(c, f"{e}S{e}").replace(r, f"{e}R{e}").replace(s, f"{e}T{e}")
+    return text.replace("\r\n", f"{e}.br{e}").replace("\r", f"{e}.br{e}").replace("\n", f"{e}.br{e}")

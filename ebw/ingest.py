@@ -1,0 +1,99 @@
+"""The HL7 side of an endpoint: MLLP frame in, ADT change durably applied, ACK out.
+
+``AA`` is sent only after the write transaction holding the message's change
+has committed (see ``ebw.committer``); a commit failure is answered ``AE``
+(207, the sender should resend).  Unreadable messages get ``AR``, readable
+ones that cannot be applied ``AE``/``AR`` with an ERR segment; nothing is
+stored for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from . import encounters, metrics
+from .committer import Committer
+from .config import EndpointConfig
+from .errors import ParseError, RejectError, StoreError
+from .hl7 import ack as hl7ack
+from .hl7.adt import Change, Header, parse, parse_header
+from .hl7.scan import scan
+from .log import shape
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Hl7Endpoint:
+    """Answers the MLLP frames of one endpoint."""
+
+    def __init__(self, ep: str, get_cfg: Callable[[], EndpointConfig], store: Store, committer: Committer) -> None:
+        self.ep = ep
+        self.get_cfg = get_cfg
+        self.store = store
+        self.committer = committer
+
+    async def handle(self, frame: bytes) -> bytes:
+        t0 = time.perf_counter()
+        cfg = self.get_cfg()
+        event = ""
+        try:
+            try:
+                change = parse(frame, cfg.timezone)
+            except RejectError as exc:
+                header = _header_of(frame)
+                event = header.event if header else ""
+                log.info("%s: MSH-10 %s answered %s %d (%s)", self.ep, _cid(header), exc.ack, exc.code, exc.text)
+                return self._answer(header, exc.ack, exc.code, exc.text, exc.location, event)
+            except ParseError as exc:
+                log.info("%s: unreadable message answered AR: %s; shape %s", self.ep, exc, shape(frame))
+                code = 100 if exc.reason == "no MSH segment" else 102
+                return self._answer(_header_of(frame), "AR", code, f"Unreadable message: {exc.reason}", "MSH", "")
+            event = change.event
+            if change.charset_fallback:
+                metrics.hl7_charset_fallback.labels(self.ep).inc()
+            try:
+                applied = await self.committer.submit(self._job(change, cfg))
+            except StoreError as exc:
+                log.error("%s: MSH-10 %s not stored: %s", self.ep, change.control_id, exc)
+                return self._answer(change.header, "AE", 207, "Not stored, please resend", "", event)
+            if applied.accessions:
+                metrics.accessions_issued.labels(self.ep).inc(applied.accessions)
+            log.debug("%s: MSH-10 %s %s %s", self.ep, change.control_id, event, applied.outcome)
+            return self._answer(change.header, "AA", 0, "", "", event)
+        finally:
+            metrics.hl7_ack_duration.labels(self.ep).observe(time.perf_counter() - t0)
+
+    def _job(self, change: Change, cfg: EndpointConfig) -> Callable[[object], encounters.Applied]:
+        store, ep = self.store, self.ep
+
+        def job(txn: object) -> encounters.Applied:
+            return encounters.apply(store, txn, ep, cfg, change, time.time())
+
+        return job
+
+    def _answer(self, header: Header | None, code: str, err: int, text: str, location: str, event: str) -> bytes:
+        metrics.hl7_messages.labels(self.ep, event or "unknown", code).inc()
+        return hl7ack.build(header, code, err, text, location, event)
+
+    def oversize(self, partial: bytes) -> bytes:
+        """AR for a frame over the size cap (the connection is closed after it)."""
+        header = _header_of(partial)
+        log.warning("%s: MSH-10 %s frame over the size cap", self.ep, _cid(header))
+        return self._answer(header, "AR", 207, "Message too large", "", header.event if header else "")
+
+
+def _header_of(data: bytes) -> Header | None:
+    """The MSH of a message that could not be fully read, if its first segment is readable."""
+    try:
+        end = data.find(b"\r")
+        seps, nseg, segments = scan(data if end < 0 else data[: end + 1])
+        return parse_header(seps, segments[0][1], nseg)
+    except (ParseError, IndexError):
+        return None
+
+
+def _cid(header: Header | None) -> str:
+    return header.control_id.decode("latin_1", "replace") if header else "?"

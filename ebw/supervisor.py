@@ -1,0 +1,289 @@
+"""The supervisor (parent process): prepare, bind, fork workers, watch them, serve HTTP.
+
+Like gunicorn's arbiter: signal handlers only queue the signal and wake the
+main loop; the loop handles them, reaps children with ``waitpid(-1, WNOHANG)``,
+checks heartbeats (each worker touches ``run/heartbeat.<pid>`` every second;
+stale for ``HEARTBEAT_TIMEOUT`` -> SIGABRT, then SIGKILL) and restarts workers
+that died, with backoff.  A worker that exits with ``EXIT_BOOT_ERROR`` could
+not boot: the supervisor stops everything instead of looping.
+
+Before forking, the supervisor:
+- empties the Prometheus multiprocess directory and exports
+  ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client picks its storage at import);
+- opens LMDB once to create/update the default endpoint from the ``EBW_*``
+  variables, then closes it (workers open the environment after fork);
+- binds every listening socket, so a port in use is reported before anything
+  starts, and the workers share them.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from .config import Config, ConfigError, EndpointConfig
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_TIMEOUT = 30.0
+GRACEFUL_TIMEOUT = 15.0
+DEFAULT_ENDPOINT = "default"
+
+
+def bind(host: str, port: int, variable: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        reason = "port already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise ConfigError(variable, str(port), f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.data_dir = os.path.abspath(cfg.data_dir)
+        self.run_dir = os.path.join(self.data_dir, "run")
+        self.metrics_dir = os.path.join(self.run_dir, "metrics")
+        self.workers: dict[int, dict[str, Any]] = {}  # pid -> {"index", "started"}
+        self.signals: list[int] = []
+        self.stopping = False
+        self.halt_code: int | None = None
+        self.restarts: list[float] = []
+        self.pending_restart: list[int] = []
+        self.sockets: list[Any] = []
+
+    # -- set-up ------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        os.makedirs(self.metrics_dir, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+
+        from .store import Store
+
+        store = Store(self.data_dir, self.cfg.lmdb_map_size_mb, sync=self.cfg.fsync)
+        try:
+            with store.write() as txn:
+                store.put_endpoint(txn, DEFAULT_ENDPOINT, self.cfg.endpoint.to_dict())
+                settings = store.endpoints(txn)
+        finally:
+            store.close()
+        self.endpoints = {ep: EndpointConfig.from_dict(d) for ep, d in settings.items()}
+
+        from .worker import EndpointSockets
+
+        for ep, ecfg in self.endpoints.items():
+            prefix = "EBW_" if ep == DEFAULT_ENDPOINT else f"endpoint {ep}: "
+            hl7 = bind(ecfg.hl7_host, ecfg.hl7_port, prefix + "HL7_PORT")
+            dicom = bind(ecfg.dicom_host, ecfg.dicom_port, prefix + "DICOM_PORT")
+            self.sockets.append(EndpointSockets(ep, hl7, dicom))
+
+        from .admin import HttpServer
+
+        try:
+            self.http = HttpServer(self.cfg.http_host, self.cfg.http_port, self.health)
+        except OSError as exc:
+            reason = "port already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise ConfigError("EBW_HTTP_PORT", str(self.cfg.http_port),
+                              f"cannot listen on {self.cfg.http_host}:{self.cfg.http_port}: {reason}") from None
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.prepare()
+        from . import metrics
+
+        self.metrics = metrics
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        for i in range(self.cfg.workers):
+            self.spawn(i)
+        self.http.start()
+        log.info(
+            "EBW serving: %d workers, HL7 %s, DICOM %s, HTTP %s:%d",
+            self.cfg.workers,
+            ", ".join(f"{e.ep}:{e.hl7.getsockname()[1]}" for e in self.sockets),
+            ", ".join(f"{e.ep}:{e.dicom.getsockname()[1]}" for e in self.sockets),
+            self.cfg.http_host,
+            self.cfg.http_port,
+        )
+        while True:
+            self._sleep(1.0)
+            while self.signals:
+                sig = self.signals.pop(0)
+                if sig in (signal.SIGTERM, signal.SIGINT):
+                    self.stopping = True
+                elif sig == signal.SIGHUP:
+                    log.info("SIGHUP: restarting workers")
+                    for pid in list(self.workers):
+                        self._kill(pid, signal.SIGTERM)
+            self.reap()
+            if self.stopping or self.halt_code is not None:
+                break
+            self.check_heartbeats()
+            self.respawn()
+        return self.shutdown()
+
+    def _on_signal(self, sig: int, frame: Any) -> None:
+        self.signals.append(sig)
+        try:
+            os.write(self.wake_w, b".")
+        except OSError:
+            pass
+
+    def _sleep(self, timeout: float) -> None:
+        try:
+            ready, _, _ = select.select([self.wake_r], [], [], timeout)
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                while os.read(self.wake_r, 1024):
+                    pass
+            except OSError:
+                pass
+
+    # -- workers -------------------------------------------------------------------
+
+    def spawn(self, index: int) -> None:
+        pid = os.fork()
+        if pid:
+            self.workers[pid] = {"index": index, "started": time.monotonic()}
+            return
+        # child
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        try:
+            self.http.httpd.socket.close()
+        except OSError:
+            pass
+        from .worker import main
+
+        main(self.cfg, self.sockets, self.run_dir, index)
+
+    def reap(self) -> None:
+        from .worker import EXIT_BOOT_ERROR
+
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            info = self.workers.pop(pid, None)
+            self._forget(pid)
+            if info is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if code == EXIT_BOOT_ERROR:
+                log.error("worker %d (pid %d) could not boot; stopping", info["index"], pid)
+                self.halt_code = EXIT_BOOT_ERROR
+            elif not self.stopping:
+                log.warning("worker %d (pid %d) exited with %s; restarting", info["index"], pid, code)
+                self.metrics.worker_restarts.inc()
+                self.pending_restart.append(info["index"])
+
+    def _forget(self, pid: int) -> None:
+        from prometheus_client import multiprocess
+
+        try:
+            multiprocess.mark_process_dead(pid, self.metrics_dir)
+        except OSError:
+            pass
+        for name in (f"heartbeat.{pid}", f"ready.{pid}"):
+            try:
+                os.unlink(os.path.join(self.run_dir, name))
+            except FileNotFoundError:
+                pass
+
+    def respawn(self) -> None:
+        pending = self.pending_restart
+        if not pending:
+            return
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < 60]
+        if len(self.restarts) >= 10:
+            return  # backoff: at most 10 restarts a minute
+        self.pending_restart = []
+        for index in pending:
+            self.restarts.append(now)
+            self.spawn(index)
+
+    def check_heartbeats(self) -> None:
+        now = time.time()
+        for pid, info in list(self.workers.items()):
+            path = os.path.join(self.run_dir, f"heartbeat.{pid}")
+            try:
+                age = now - os.stat(path).st_mtime
+            except FileNotFoundError:
+                age = time.monotonic() - info["started"]
+            if age > HEARTBEAT_TIMEOUT + 5 and info.get("aborted"):
+                self._kill(pid, signal.SIGKILL)
+            elif age > HEARTBEAT_TIMEOUT and not info.get("aborted"):
+                log.error("worker %d (pid %d) missed its heartbeat for %.0f s; aborting it", info["index"], pid, age)
+                info["aborted"] = True
+                self._kill(pid, signal.SIGABRT)
+
+    def _kill(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        ready = sum(
+            1 for pid in list(self.workers) if os.path.exists(os.path.join(self.run_dir, f"ready.{pid}"))
+        )
+        ok = not self.stopping and ready == self.cfg.workers
+        return ok, {"workers": self.cfg.workers, "ready": ready}
+
+    def shutdown(self) -> int:
+        log.info("stopping %d workers", len(self.workers))
+        for pid in list(self.workers):
+            self._kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + GRACEFUL_TIMEOUT
+        while self.workers and time.monotonic() < deadline:
+            self._sleep(0.1)
+            self.reap()
+        for pid in list(self.workers):
+            log.warning("worker pid %d did not stop in time; killing it", pid)
+            self._kill(pid, signal.SIGKILL)
+        while self.workers:
+            self._sleep(0.1)
+            self.reap()
+        self.http.stop()
+        for s in self.sockets:
+            s.hl7.close()
+            s.dicom.close()
+        return self.halt_code or 0
+
+
+def serve(cfg: Config) -> int:
+    sup = Supervisor(cfg)
+    try:
+        return sup.run()
+    except ConfigError as exc:
+        print(f"ebw: configuration error: {exc}", file=sys.stderr)
+        return 2

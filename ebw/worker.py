@@ -1,0 +1,150 @@
+"""A worker process: uvloop, the LMDB store, and every endpoint's listeners.
+
+Started by the supervisor after fork, with the listening sockets already
+bound.  Opens the LMDB environment *after* fork, runs the MLLP acceptors on
+uvloop, the DICOM listeners on pynetdicom threads, and the group-commit
+thread.  Touches its heartbeat file every second and creates its ready file
+once every listener accepts.
+
+Signals: SIGTERM/SIGINT -> stop accepting, answer what is in flight, commit,
+exit 0.  SIGQUIT -> exit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from . import metrics
+from .committer import Committer
+from .config import Config, EndpointConfig
+from .dicom.find import WorklistIndex
+from .dicom.scp import DicomListener
+from .ingest import Hl7Endpoint
+from .mllp import MllpServerProtocol
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+EXIT_BOOT_ERROR = 3  # the supervisor halts instead of restarting
+
+
+@dataclass
+class EndpointSockets:
+    ep: str
+    hl7: socket.socket
+    dicom: socket.socket
+
+
+class Worker:
+    def __init__(self, cfg: Config, sockets: list[EndpointSockets], run_dir: str, index: int) -> None:
+        self.cfg = cfg
+        self.sockets = sockets
+        self.run_dir = run_dir
+        self.index = index
+        self.pid = os.getpid()
+        self.endpoints: dict[str, EndpointConfig] = {}
+        self.mllp_servers: list[asyncio.AbstractServer] = []
+        self.dicom: list[DicomListener] = []
+        self.stopping: asyncio.Event | None = None
+
+    def run(self) -> int:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:  # pragma: no cover - uvloop is a dependency
+            log.warning("uvloop not available; using the default asyncio loop")
+        return asyncio.run(self._main())
+
+    async def _main(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGQUIT, lambda: os._exit(0))
+        try:
+            self.store = Store(self.cfg.data_dir, self.cfg.lmdb_map_size_mb, sync=self.cfg.fsync)
+            with self.store.read() as txn:
+                settings = self.store.endpoints(txn)
+                for ep in settings:
+                    metrics.active_encounters.labels(ep).set(self.store.active_count(txn, ep))
+            self.endpoints = {ep: EndpointConfig.from_dict(d) for ep, d in settings.items()}
+            self.committer = Committer(self.store, loop)
+            self.committer.before_commit.append(self._update_gauges)
+            for s in self.sockets:
+                await self._start_endpoint(s)
+        except Exception:
+            log.exception("worker %d could not boot", self.index)
+            return EXIT_BOOT_ERROR
+        heartbeat = loop.create_task(self._heartbeat())
+        open(os.path.join(self.run_dir, f"ready.{self.pid}"), "w").close()
+        log.info("worker %d ready (pid %d)", self.index, self.pid)
+        await self.stopping.wait()
+        log.info("worker %d stopping", self.index)
+        heartbeat.cancel()
+        await self._stop()
+        return 0
+
+    def _cfg_getter(self, ep: str) -> Any:
+        return lambda: self.endpoints[ep]
+
+    async def _start_endpoint(self, s: EndpointSockets) -> None:
+        loop = asyncio.get_running_loop()
+        get_cfg = self._cfg_getter(s.ep)
+        hl7 = Hl7Endpoint(s.ep, get_cfg, self.store, self.committer)
+        gauge = metrics.mllp_connections.labels(s.ep)
+        max_frame = self.cfg.mllp_max_frame_bytes
+        idle = self.cfg.mllp_idle_timeout
+
+        def factory() -> MllpServerProtocol:
+            return MllpServerProtocol(hl7.handle, hl7.oversize, max_frame, idle, gauge.inc, gauge.dec)
+
+        server = await loop.create_server(factory, sock=s.hl7, backlog=1024)
+        self.mllp_servers.append(server)
+        index = WorklistIndex(self.store, s.ep, get_cfg)
+        listener = DicomListener(index, self.endpoints[s.ep].scp_aet, s.dicom)
+        listener.start()
+        self.dicom.append(listener)
+
+    def _update_gauges(self, txn: Any) -> None:
+        for ep in self.endpoints:
+            metrics.active_encounters.labels(ep).set(self.store.active_count(txn, ep))
+
+    async def _heartbeat(self) -> None:
+        path = os.path.join(self.run_dir, f"heartbeat.{self.pid}")
+        open(path, "w").close()
+        while True:
+            os.utime(path)
+            await asyncio.sleep(1.0)
+
+    async def _stop(self) -> None:
+        for server in self.mllp_servers:
+            server.close()
+        loop = asyncio.get_running_loop()
+        for listener in self.dicom:
+            await loop.run_in_executor(None, listener.stop)
+        # Give in-flight messages a moment to be answered, then commit what is queued.
+        await asyncio.sleep(0.2)
+        await loop.run_in_executor(None, self.committer.stop)
+        self.store.close()
+
+
+def main(cfg: Config, sockets: list[EndpointSockets], run_dir: str, index: int) -> None:
+    """Entry point in the forked child; never returns."""
+    code = 1
+    try:
+        code = Worker(cfg, sockets, run_dir, index).run()
+    except BaseException:  # noqa: BLE001
+        log.exception("worker %d crashed", index)
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -1,0 +1,159 @@
+"""Encounter -> worklist item, and accession numbers.
+
+A worklist item is stored flat, keyed by attribute path (``PatientName``,
+``ScheduledProcedureStepSequence.Modality`` ...), the same shape the C-FIND
+matcher (``ebw.dicom.match``) works on.  What comes from the endpoint's
+settings (Requested Procedure ID/Description, Modality) and the scheduled
+date/time are filled in when a query is answered, so a settings change
+applies at once.
+
+Accession numbers: ``<prefix><number zero-padded to digits>``; the number
+comes from one counter in LMDB shared by every endpoint and process, and
+every issued number is recorded (``accession`` db) and never issued again,
+whatever the prefix and digits were or become.
+
+Scheduled date/time (documented in README, "Scheduled date and time"): an
+encounter-based worklist has no schedule, so every active item must be on
+*today's* list in the endpoint's timezone.  The reported SPS start is the
+time the item's current accession number was issued when that is today,
+else local midnight today.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import uuid
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .config import EndpointConfig
+from .errors import StoreError
+from .store import Store
+
+SPS = "ScheduledProcedureStepSequence."
+
+# Attribute paths of a stored item (besides the ones filled in at query time).
+ITEM_PATIENT = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
+ITEM_VISIT = (
+    "AdmissionID",
+    "CurrentPatientLocation",
+    "InstitutionName",
+    "ReferringPhysicianName",
+)
+
+# The VR of every attribute path EBW can match and return.
+VRS: dict[str, str] = {
+    "PatientName": "PN",
+    "PatientID": "LO",
+    "IssuerOfPatientID": "LO",
+    "PatientBirthDate": "DA",
+    "PatientSex": "CS",
+    "AdmissionID": "LO",
+    "CurrentPatientLocation": "LO",
+    "InstitutionName": "LO",
+    "ReferringPhysicianName": "PN",
+    "RequestingPhysician": "PN",
+    "AccessionNumber": "SH",
+    "StudyInstanceUID": "UI",
+    "RequestedProcedureID": "SH",
+    "RequestedProcedureDescription": "LO",
+    SPS + "Modality": "CS",
+    SPS + "ScheduledStationAETitle": "AE",
+    SPS + "ScheduledProcedureStepStartDate": "DA",
+    SPS + "ScheduledProcedureStepStartTime": "TM",
+    SPS + "ScheduledPerformingPhysicianName": "PN",
+    SPS + "ScheduledProcedureStepDescription": "LO",
+    SPS + "ScheduledProcedureStepID": "SH",
+    SPS + "ScheduledProcedureStepLocation": "SH",
+    SPS + "ScheduledProcedureStepStatus": "CS",
+}
+
+
+def format_accession(prefix: str, digits: int, number: int) -> str:
+    text = str(number)
+    if len(text) > digits:
+        raise StoreError(f"accession numbers with {digits} digits are exhausted")
+    return prefix + text.zfill(digits)
+
+
+def new_study_uid() -> str:
+    """A Study Instance UID under the UUID-derived root 2.25 (PS3.5 B.2)."""
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def issue_accession(
+    store: Store, txn: Any, cfg: EndpointConfig, ep: str, enc_key: str, now: float
+) -> tuple[str, str]:
+    """Issue the next accession number for an encounter inside ``txn``.
+
+    Returns ``(accession, study_uid)``.  Unique forever: the number comes
+    from a shared counter and is checked against every number ever issued.
+    """
+    while True:
+        number = store.next_seq(txn, "accession")
+        accession = format_accession(cfg.accession_prefix, cfg.accession_digits, number)
+        if not store.accession_taken(txn, accession):
+            break
+    store.bind_accession(txn, accession, ep, enc_key)
+    return accession, new_study_uid()
+
+
+def make_item(record: dict[str, Any]) -> dict[str, Any]:
+    """The stored worklist item of an active encounter record."""
+    p = record.get("patient", {})
+    v = record.get("visit", {})
+    item: dict[str, Any] = {k: p.get(k) or "" for k in ITEM_PATIENT}
+    item.update({k: v.get(k) or "" for k in ITEM_VISIT})
+    attending = v.get("ScheduledPerformingPhysicianName") or ""
+    item["RequestingPhysician"] = attending
+    item["AccessionNumber"] = record["accession"]
+    item["StudyInstanceUID"] = record["study_uid"]
+    item[SPS + "ScheduledPerformingPhysicianName"] = attending
+    item[SPS + "ScheduledProcedureStepID"] = record["accession"]
+    item[SPS + "ScheduledProcedureStepLocation"] = (v.get("point_of_care") or "")[:16]
+    item["_ts"] = record["accession_ts"]
+    return item
+
+
+class Renderer:
+    """Fills in query-time values of stored items for one endpoint.
+
+    Caches the day boundary so rendering 100,000 items costs one datetime
+    conversion per distinct issue time at most.
+    """
+
+    def __init__(self, cfg: EndpointConfig, now: float) -> None:
+        self.cfg = cfg
+        self.zone = ZoneInfo(cfg.timezone)
+        local_now = _dt.datetime.fromtimestamp(now, self.zone)
+        self.today = local_now.strftime("%Y%m%d")
+        midnight = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+        self.midnight_ts = midnight.timestamp()
+        self.offset = _utc_offset(local_now)
+
+    def render(self, item: dict[str, Any]) -> dict[str, Any]:
+        ts = item.get("_ts") or 0.0
+        if ts < self.midnight_ts:
+            start_date, start_time = self.today, "000000"
+        else:
+            local = _dt.datetime.fromtimestamp(ts, self.zone)
+            start_date, start_time = local.strftime("%Y%m%d"), local.strftime("%H%M%S")
+        cfg = self.cfg
+        out = dict(item)
+        out["RequestedProcedureID"] = cfg.procedure_id
+        out["RequestedProcedureDescription"] = cfg.procedure_description
+        out[SPS + "Modality"] = cfg.modality
+        out[SPS + "ScheduledStationAETitle"] = ""
+        out[SPS + "ScheduledProcedureStepStartDate"] = start_date
+        out[SPS + "ScheduledProcedureStepStartTime"] = start_time
+        out[SPS + "ScheduledProcedureStepDescription"] = cfg.procedure_description
+        out[SPS + "ScheduledProcedureStepStatus"] = "SCHEDULED"
+        return out
+
+
+def _utc_offset(local: _dt.datetime) -> str:
+    off = local.utcoffset() or _dt.timedelta(0)
+    minutes = int(off.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    minutes = abs(minutes)
+    return f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
