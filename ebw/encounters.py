@@ -24,8 +24,8 @@ from typing import Any
 
 from .config import EndpointConfig
 from .hl7.adt import Change
-from .store import Store
-from .worklist import issue_accession, make_item
+from .store import Store, patient_ident
+from .worklist import issue_accession
 
 ACTIVATE = frozenset({"A01", "A04"})
 UPDATE = frozenset({"A02", "A08"})
@@ -82,11 +82,10 @@ def _upsert(store: Store, txn: Any, ep: str, cfg: EndpointConfig, change: Change
     enc_key = change.encounter_key
     record = store.get_encounter(txn, ep, enc_key)
     created = record is None
+    old_ident = None if record is None else patient_ident(record)
     if record is None:
         record = _new_record(change, now)
-    elif record.get("patient_key") != change.patient_key:
-        store.unlink_patient(txn, ep, record.get("patient_key", ""), enc_key)
-        record["patient_key"] = change.patient_key
+    record["patient_key"] = change.patient_key
     _merge(record["patient"], change.patient)
     _merge(record["visit"], change.visit)
     record["status"] = status
@@ -96,9 +95,9 @@ def _upsert(store: Store, txn: Any, ep: str, cfg: EndpointConfig, change: Change
         record["accession"], record["study_uid"] = issue_accession(store, txn, cfg, ep, enc_key, now)
         record["accession_ts"] = now
         issued = 1
-    store.put_encounter(txn, ep, enc_key, record)
+    store.put_encounter(txn, ep, enc_key, record, old_ident)
     if status == "active":
-        store.set_active(txn, ep, enc_key, make_item(record))
+        store.set_active(txn, ep, enc_key)
     else:
         store.set_inactive(txn, ep, enc_key)
     return Applied("created" if created else "updated", issued)
@@ -107,12 +106,13 @@ def _upsert(store: Store, txn: Any, ep: str, cfg: EndpointConfig, change: Change
 def _discharge(store: Store, txn: Any, ep: str, cfg: EndpointConfig, change: Change, now: float) -> Applied:
     enc_key = change.encounter_key
     record = store.get_encounter(txn, ep, enc_key)
+    old_ident = None if record is None else patient_ident(record)
     if record is None:
         record = _new_record(change, now)
     _merge(record["patient"], change.patient)
     _merge(record["visit"], change.visit)
     record["status"] = "discharged"
     _stamp(record, change, now)
-    store.put_encounter(txn, ep, enc_key, record)
+    store.put_encounter(txn, ep, enc_key, record, old_ident)
     store.set_inactive(txn, ep, enc_key)
     return Applied("discharged")

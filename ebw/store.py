@@ -14,11 +14,14 @@ db             key                                     value
 meta           ``schema`` / ``seq:<name>``             schema version / 8-byte counters
 endpoints      ``ep``                                  endpoint settings (JSON)
 enc            ``ep\\0<encounter key>``                encounter record (JSON)
-active         ``ep\\0<encounter key>``                worklist item of an active encounter (JSON)
-active_pid     ``ep\\0<PatientID>\\0<encounter key>``  b"" -- active items by Patient ID
-patient        ``ep\\0<patient key>\\0<encounter key>`` b"" -- every encounter of a patient
+active         ``ep\\0<encounter key>``                b"" -- the encounter is on the worklist
+patient        ``ep\\0<PatientID>\\0<issuer>\\0<enc key>`` b"" -- every encounter of a patient
 accession      ``<accession number>``                  ``ep\\0<encounter key>`` -- never deleted
 =============  ======================================  ==========================================
+
+Writes are kept to few pages per message (what a synced commit costs is the
+number of distinct pages it writes): an update of a known encounter rewrites
+only its ``enc`` record; the indexes change only when membership changes.
 
 Durability: with ``sync=True`` (the default, ``EBW_FSYNC=on``) a commit
 returns only after LMDB has synced data and meta pages, so an acknowledged
@@ -41,7 +44,7 @@ from .errors import StoreError
 
 SCHEMA_VERSION = 1
 SEP = b"\x00"
-DBS = ("meta", "endpoints", "enc", "active", "active_pid", "patient", "accession")
+DBS = ("meta", "endpoints", "enc", "active", "patient", "accession")
 
 _U64 = struct.Struct(">Q")
 
@@ -60,6 +63,11 @@ def key(*parts: str) -> bytes:
 
 def split_key(raw: bytes) -> list[str]:
     return [p.decode("utf-8") for p in bytes(raw).split(SEP)]
+
+
+def patient_ident(record: dict[str, Any]) -> tuple[str, str]:
+    p = record.get("patient", {})
+    return p.get("PatientID") or "", p.get("IssuerOfPatientID") or ""
 
 
 class Store:
@@ -137,15 +145,25 @@ class Store:
 
     # -- encounters --------------------------------------------------------
 
+    def get_encounter_raw(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> bytes | None:
+        return txn.get(key(ep, enc_key), db=self.db["enc"])
+
     def get_encounter(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> dict[str, Any] | None:
         raw = txn.get(key(ep, enc_key), db=self.db["enc"])
         return None if raw is None else loads(raw)
 
-    def put_encounter(self, txn: lmdb.Transaction, ep: str, enc_key: str, record: dict[str, Any]) -> None:
+    def put_encounter(
+        self, txn: lmdb.Transaction, ep: str, enc_key: str, record: dict[str, Any],
+        old_ident: tuple[str, str] | None,
+    ) -> None:
+        """Store ``record``.  ``old_ident`` is ``patient_ident()`` of the record it
+        replaces (None: a new encounter), to keep the patient index right."""
         txn.put(key(ep, enc_key), dumps(record), db=self.db["enc"])
-        pk = record.get("patient_key")
-        if pk:
-            txn.put(key(ep, pk, enc_key), b"", db=self.db["patient"])
+        new_ident = patient_ident(record)
+        if new_ident != old_ident:
+            if old_ident is not None:
+                txn.delete(key(ep, *old_ident, enc_key), db=self.db["patient"])
+            txn.put(key(ep, *new_ident, enc_key), b"", db=self.db["patient"])
 
     def delete_encounter(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> None:
         record = self.get_encounter(txn, ep, enc_key)
@@ -153,80 +171,65 @@ class Store:
             return
         self.set_inactive(txn, ep, enc_key)
         txn.delete(key(ep, enc_key), db=self.db["enc"])
-        if record.get("patient_key"):
-            txn.delete(key(ep, record["patient_key"], enc_key), db=self.db["patient"])
+        txn.delete(key(ep, *patient_ident(record), enc_key), db=self.db["patient"])
 
-    def unlink_patient(self, txn: lmdb.Transaction, ep: str, patient_key: str, enc_key: str) -> None:
-        txn.delete(key(ep, patient_key, enc_key), db=self.db["patient"])
-
-    def encounters_of_patient(self, txn: lmdb.Transaction, ep: str, patient_key: str) -> list[str]:
-        prefix = key(ep, patient_key) + SEP
+    def encounters_of_patient(self, txn: lmdb.Transaction, ep: str, patient_id: str, issuer: str | None = None) -> list[str]:
+        """Encounter keys of a Patient ID (any issuer when ``issuer`` is None)."""
+        prefix = key(ep, patient_id) + SEP
+        if issuer is not None:
+            prefix += issuer.encode("utf-8") + SEP
         out = []
         cur = txn.cursor(db=self.db["patient"])
         if cur.set_range(prefix):
             for k in cur.iternext(values=False):
-                k = bytes(k)
                 if not k.startswith(prefix):
                     break
-                out.append(k[len(prefix) :].decode("utf-8"))
+                out.append(k.rsplit(SEP, 1)[1].decode("utf-8"))
         return out
 
     def count_encounters(self, txn: lmdb.Transaction) -> int:
         return txn.stat(self.db["enc"])["entries"]
 
-    # -- the worklist (active items) -----------------------------------------
+    # -- the worklist (active encounters) -------------------------------------
 
-    def set_active(self, txn: lmdb.Transaction, ep: str, enc_key: str, item: dict[str, Any]) -> None:
-        """Put (or replace) the worklist item of an active encounter."""
-        k = key(ep, enc_key)
-        old = txn.get(k, db=self.db["active"])
-        if old is not None:
-            old_pid = loads(old).get("PatientID", "")
-            if old_pid != item.get("PatientID", ""):
-                txn.delete(key(ep, old_pid, enc_key), db=self.db["active_pid"])
-        else:
+    def set_active(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> None:
+        if txn.put(key(ep, enc_key), b"", db=self.db["active"], overwrite=False):
             self.add_count(txn, f"active:{ep}", 1)
-        txn.put(k, dumps(item), db=self.db["active"])
-        txn.put(key(ep, item.get("PatientID", ""), enc_key), b"", db=self.db["active_pid"])
 
     def set_inactive(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> None:
-        k = key(ep, enc_key)
-        old = txn.get(k, db=self.db["active"])
-        if old is None:
-            return
-        txn.delete(k, db=self.db["active"])
-        txn.delete(key(ep, loads(old).get("PatientID", ""), enc_key), db=self.db["active_pid"])
-        self.add_count(txn, f"active:{ep}", -1)
+        if txn.delete(key(ep, enc_key), db=self.db["active"]):
+            self.add_count(txn, f"active:{ep}", -1)
+
+    def is_active(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> bool:
+        return txn.get(key(ep, enc_key), db=self.db["active"]) is not None
 
     def active_count(self, txn: lmdb.Transaction, ep: str) -> int:
         return self.get_count(txn, f"active:{ep}")
 
     def iter_active_raw(self, txn: lmdb.Transaction, ep: str) -> Iterator[tuple[bytes, bytes]]:
-        """(encounter key bytes, item JSON bytes) for every active item of ``ep``."""
+        """(encounter key bytes, encounter record JSON) for every active encounter of ``ep``."""
         prefix = ep.encode() + SEP
         cur = txn.cursor(db=self.db["active"])
-        if not cur.set_range(prefix):
-            return
-        n = len(prefix)
-        for k, v in cur:
-            if not k.startswith(prefix):
-                break
-            yield k[n:], v
-
-    def active_by_patient_id(self, txn: lmdb.Transaction, ep: str, patient_id: str) -> Iterator[tuple[bytes, bytes]]:
-        prefix = key(ep, patient_id) + SEP
-        cur = txn.cursor(db=self.db["active_pid"])
-        active = self.db["active"]
+        enc = self.db["enc"]
         if not cur.set_range(prefix):
             return
         n = len(prefix)
         for k in cur.iternext(values=False):
             if not k.startswith(prefix):
                 break
-            enc_key = k[n:]
-            v = txn.get(ep.encode() + SEP + enc_key, db=active)
+            v = txn.get(k, db=enc)
             if v is not None:
-                yield enc_key, v
+                yield k[n:], v
+
+    def active_by_patient_id(self, txn: lmdb.Transaction, ep: str, patient_id: str) -> Iterator[tuple[bytes, bytes]]:
+        """Like ``iter_active_raw``, for the encounters of one Patient ID (any issuer)."""
+        active, enc = self.db["active"], self.db["enc"]
+        for enc_key in self.encounters_of_patient(txn, ep, patient_id):
+            k = key(ep, enc_key)
+            if txn.get(k, db=active) is not None:
+                v = txn.get(k, db=enc)
+                if v is not None:
+                    yield enc_key.encode("utf-8"), v
 
     # -- accession numbers -----------------------------------------------------
 

@@ -34,7 +34,7 @@ from .. import metrics
 from ..config import EndpointConfig
 from ..errors import QueryError
 from ..store import Store, loads
-from ..worklist import SPS, VRS, Renderer
+from ..worklist import SPS, VRS, Renderer, make_item
 from . import match
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def parse_identifier(ds: Dataset) -> Query:
 class WorklistIndex:
     """Selects the worklist items of one endpoint for a query.
 
-    Keeps a per-process cache of decoded items keyed by their stored bytes, so
+    Keeps a per-process cache of rendered items keyed by the stored encounter record, so
     an unchanged item is decoded and rendered once per day, not once per query.
     """
 
@@ -151,7 +151,7 @@ class WorklistIndex:
         for raw in raws:
             item = cache.get(raw)
             if item is None:
-                item = renderer.render(loads(raw))
+                item = renderer.render(make_item(loads(raw)))
                 cache[raw] = item
             items.append(item)
         if len(cache) > 2 * len(raws) + 1024 and patient_id is None:

@@ -1,0 +1,73 @@
+"""MLLP framing: whole, byte by byte, random chunks, several frames per read, garbage, caps."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ebw.mllp import FrameReader, frame
+from tests.conftest import CORPUS
+
+MESSAGES = [p.read_bytes() for p in sorted(CORPUS.glob("*.hl7"))]
+STREAM = b"".join(frame(m) for m in MESSAGES)
+
+
+def feed_all(reader: FrameReader, chunks: list[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    for c in chunks:
+        out.extend(reader.feed(c))
+    return out
+
+
+def test_whole_stream_in_one_read():
+    assert FrameReader().feed(STREAM) == MESSAGES
+
+
+def test_byte_by_byte():
+    assert feed_all(FrameReader(), [bytes([b]) for b in STREAM]) == MESSAGES
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_chunks(seed):
+    rng = random.Random(seed)
+    chunks, i = [], 0
+    while i < len(STREAM):
+        n = rng.randint(1, 200)
+        chunks.append(STREAM[i : i + n])
+        i += n
+    assert feed_all(FrameReader(), chunks) == MESSAGES
+
+
+def test_split_inside_end_block():
+    f = frame(MESSAGES[0])
+    assert feed_all(FrameReader(), [f[:-1], f[-1:]]) == [MESSAGES[0]]
+
+
+def test_bytes_before_start_block_are_discarded_and_counted():
+    r = FrameReader()
+    assert r.feed(b"\r\n  junk" + frame(MESSAGES[0])) == [MESSAGES[0]]
+    assert r.discarded == 8
+
+
+def test_lone_fs_inside_message_is_data():
+    msg = b"MSH|^~\\&|A\x1cB\r"
+    assert FrameReader().feed(frame(msg)) == [msg]
+
+
+def test_oversized_frame_stops_the_reader_but_keeps_earlier_frames():
+    r = FrameReader(max_frame=2048)
+    big = b"MSH|^~\\&|X|Y|||||BIG1\r" + b"Z" * 5000
+    out = r.feed(frame(MESSAGES[0]) + frame(big) + frame(MESSAGES[1]))
+    assert out == [MESSAGES[0]]
+    assert r.error is not None and "2048" in str(r.error)
+    assert r.partial.startswith(b"MSH|^~\\&|X|Y|||||BIG1")
+    assert r.feed(frame(MESSAGES[1])) == []
+
+
+def test_oversized_frame_detected_before_its_end_arrives():
+    r = FrameReader(max_frame=1024)
+    r.feed(b"\x0bMSH|^~\\&|" + b"A" * 1000)
+    assert r.error is None
+    r.feed(b"A" * 100)
+    assert r.error is not None
