@@ -111,3 +111,11 @@ def test_describe_lists_every_variable():
     text = config.describe()
     for s in config.SETTINGS:
         assert s.env in text
+
+
+def test_example_environment_file_lists_every_variable():
+    from tests.conftest import ROOT
+
+    text = (ROOT / "deploy" / "systemd" / "ebw.env").read_text()
+    for s in config.SETTINGS:
+        assert f"#{s.env}=" in text
