@@ -75,6 +75,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
             return 2
         print("configuration OK")
         return 0
+    if args.env_file:
+        print(config.env_file(), end="")
+        return 0
     print(config.describe())
     return 0
 
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_send)
     s = sub.add_parser("config", help="list every EBW_* variable with its default and rule")
     s.add_argument("--check", action="store_true", help="check the current environment and exit")
+    s.add_argument("--env-file", action="store_true", help="print an example environment file (deploy/systemd/ebw.env)")
     s.set_defaults(func=_cmd_config)
     return p
 

@@ -144,6 +144,13 @@ def _size_mb(raw: str) -> int:
     return _int_range(16, 1024 * 1024)(raw)
 
 
+def _curation(raw: str) -> str:
+    from .curation import parse
+
+    parse(raw)  # raises ValueError naming the rule
+    return raw.strip()
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -202,6 +209,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Minutes before an encounter gets a new accession number (1-1440).", "endpoint"),
     Setting("EBW_PACS_PUSH_DELAY_SECONDS", "pacs_push_delay_seconds", "0", _int_range(0, 7 * 86400),
             "Delay between the ORU to the EHR and the push of the study to PACS.", "endpoint"),
+    Setting("EBW_CURATION", "curation", "", _curation,
+            "Curation rules (JSON): which open encounters the worklist shows; see README 'Curation'.", "endpoint"),
     Setting("EBW_EHR_HOST", "ehr_host", "", _optional_host, "Host of the EHR's MLLP listener for ORUs.", "endpoint"),
     Setting("EBW_EHR_PORT", "ehr_port", "", _optional_port, "Port of the EHR's MLLP listener for ORUs.", "endpoint"),
     Setting("EBW_PACS_AET", "pacs_aet", "", _optional_ae_title, "AE title of the PACS.", "endpoint"),
@@ -228,6 +237,7 @@ class EndpointConfig:
     accession_digits: int
     accession_period_minutes: int
     pacs_push_delay_seconds: int
+    curation: str = ""
     ehr_host: str | None = None
     ehr_port: int | None = None
     pacs_aet: str | None = None
@@ -297,6 +307,15 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     endpoint = EndpointConfig(**{k: v for k, v in values.items() if k in endpoint_fields})
     glob = {k: v for k, v in values.items() if k not in endpoint_fields}
     return Config(endpoint=endpoint, **glob)
+
+
+def env_file() -> str:
+    """An example environment file: every variable, commented out, with its default and rule."""
+    lines = ["# EBW settings: every variable with its default and rule (`ebw config --env-file`).",
+             "# Uncomment and change what you need.", ""]
+    for s in SETTINGS:
+        lines += [f"# {s.help}", f"#{s.env}={s.default}", ""]
+    return "\n".join(lines)
 
 
 def describe() -> str:

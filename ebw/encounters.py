@@ -1,21 +1,44 @@
 """Applies ADT changes to the encounter index, inside one LMDB write transaction.
 
-Status of an encounter: ``active`` (on the worklist), ``pending`` (pre-admit,
-not on the worklist), ``discharged``, ``cancelled``.
+An encounter's status is ``active`` or ``pending`` (open: in the ``active``
+db, listed on the worklist subject to the endpoint's curation rules), or
+``discharged``, ``cancelled``, ``deleted`` (closed: not listed).
 
-=========  ================================================================
-event      effect
-=========  ================================================================
-A01, A04   create or update the encounter; active (issues an accession
-           number when it has none)
-A02, A08   update (A02: the new location); creates the encounter when unknown (upsert), active
-A03        discharged: leaves the worklist; an unknown encounter is recorded
-           as discharged
-others     recognised ADT events that do not concern encounters: no change
-=========  ================================================================
+==================  =======================================================
+event               effect
+==================  =======================================================
+A01, A04            create or update; active (re-opens a closed encounter)
+A05, A14            create or update; pending (an active one stays active)
+A02                 transfer: new location (the old one kept for A12)
+A06, A07            class change (PV1-2); with MRG-5 the visit number changes
+A08                 update; unknown encounter: created active (upsert)
+A12                 cancel transfer: location back (PV1-3 of the message,
+                    else the location before the last A02)
+A13                 cancel discharge: active again
+A03                 discharged; unknown encounter: recorded as discharged
+A11, A38            cancel admit / pre-admit: cancelled
+A23                 delete visit: deleted
+A28                 person added: no encounter change
+A31                 demographics of every encounter of that patient
+A29                 person deleted: every encounter of that patient deleted
+A40, A34, A47       patient merge / identifier change: every encounter of
+                    the prior patient (MRG-1) moves to the surviving one
+A35                 account merge: the encounter keyed by MRG-3 moves to PID-18
+A36, A18            A34 + A35
+others              recognised, no change (counted)
+==================  =======================================================
 
 Updates follow HL7 snapshot rules: a field not sent keeps its stored value,
 the explicit null ``""`` clears it.
+
+Duplicates: a message whose MSH-10 was already applied from the same sender
+(MSH-3/MSH-4) on this endpoint is not applied again (``duplicate``) and is
+answered as the first time (AA).
+
+Ordering: a message whose event time (EVN-2, else MSH-7) is older than the
+last change applied to the encounter does not overwrite newer data
+(``stale``, still AA) -- except cancel events (A11, A12, A13, A38, A23),
+which always apply.
 """
 
 from __future__ import annotations
@@ -24,22 +47,21 @@ from typing import Any
 
 from .config import EndpointConfig
 from .hl7.adt import Change
-from .store import Store, patient_ident
+from .store import Store, dedupe_key, patient_ident
 from .worklist import issue_accession
 
 ACTIVATE = frozenset({"A01", "A04"})
-UPDATE = frozenset({"A02", "A08"})
-DISCHARGE = frozenset({"A03"})
-
-
-def _merge(target: dict[str, Any], values: dict[str, str | None]) -> None:
-    for k, v in values.items():
-        if v is not None:
-            target[k] = v
+PENDING = frozenset({"A05", "A14"})
+UPDATE = frozenset({"A02", "A06", "A07", "A08", "A12"})
+CANCELS = frozenset({"A11", "A12", "A13", "A38", "A23"})
+CLOSE = {"A03": "discharged", "A11": "cancelled", "A38": "cancelled", "A23": "deleted"}
+PATIENT_MERGE = frozenset({"A40", "A34", "A47", "A36", "A18"})
+ACCOUNT_MERGE = frozenset({"A35", "A36", "A18"})
+OPEN = ("active", "pending")
 
 
 class Applied:
-    """What one change did: ``outcome`` and the issued accession numbers (metrics)."""
+    """What one change did: ``outcome`` and the accession numbers it issued (metrics)."""
 
     __slots__ = ("outcome", "accessions")
 
@@ -49,12 +71,48 @@ class Applied:
 
 
 def apply(store: Store, txn: Any, ep: str, cfg: EndpointConfig, change: Change, now: float) -> Applied:
-    ev = change.event
-    if ev in ACTIVATE or ev in UPDATE:
-        return _upsert(store, txn, ep, cfg, change, now, status="active")
-    if ev in DISCHARGE:
-        return _discharge(store, txn, ep, cfg, change, now)
-    return Applied("ignored")
+    h = change.header
+    dk = dedupe_key(ep, h.msh3, h.msh4, h.control_id)
+    if h.control_id and store.seen(txn, dk):
+        return Applied("duplicate")
+    result = _dispatch(_Ctx(store, txn, ep, cfg, now), change)
+    if h.control_id:
+        store.mark_seen(txn, dk, now)
+    return result
+
+
+class _Ctx:
+    __slots__ = ("store", "txn", "ep", "cfg", "now", "issued")
+
+    def __init__(self, store: Store, txn: Any, ep: str, cfg: EndpointConfig, now: float) -> None:
+        self.store, self.txn, self.ep, self.cfg, self.now = store, txn, ep, cfg, now
+        self.issued = 0
+
+    def get(self, enc_key: str) -> dict[str, Any] | None:
+        return self.store.get_encounter(self.txn, self.ep, enc_key)
+
+    def put(self, enc_key: str, record: dict[str, Any], old_ident: tuple[str, str] | None) -> None:
+        """Store the record and keep the open index and accession in step with its status."""
+        if record["status"] in OPEN and not record["accession"]:
+            record["accession"], record["study_uid"] = issue_accession(
+                self.store, self.txn, self.cfg, self.ep, enc_key, self.now
+            )
+            record["accession_ts"] = self.now
+            record.setdefault("accession_history", []).append(
+                [record["accession"], self.now, record["study_uid"]]
+            )
+            self.issued += 1
+        self.store.put_encounter(self.txn, self.ep, enc_key, record, old_ident)
+        if record["status"] in OPEN:
+            self.store.set_open(self.txn, self.ep, enc_key, record["status"])
+        else:
+            self.store.set_closed(self.txn, self.ep, enc_key)
+
+
+def _merge(target: dict[str, Any], values: dict[str, str | None]) -> None:
+    for k, v in values.items():
+        if v is not None:
+            target[k] = v
 
 
 def _new_record(change: Change, now: float) -> dict[str, Any]:
@@ -75,44 +133,147 @@ def _stamp(record: dict[str, Any], change: Change, now: float) -> None:
     record["event"] = change.event
     record["updated"] = now
     if change.when is not None:
-        record["when"] = change.when
+        record["when"] = max(change.when, record.get("when") or change.when)
 
 
-def _upsert(store: Store, txn: Any, ep: str, cfg: EndpointConfig, change: Change, now: float, status: str) -> Applied:
+def _is_stale(record: dict[str, Any], change: Change) -> bool:
+    last = record.get("when")
+    return (
+        change.event not in CANCELS and change.when is not None and last is not None and change.when < last
+    )
+
+
+def _dispatch(c: _Ctx, change: Change) -> Applied:
+    ev = change.event
+    if ev in ACTIVATE or ev in PENDING or ev in UPDATE or ev == "A13" or ev in CLOSE:
+        return _encounter_event(c, change)
+    if ev == "A31":
+        return _update_person(c, change)
+    if ev == "A29":
+        return _delete_person(c, change)
+    if ev in PATIENT_MERGE or ev in ACCOUNT_MERGE:
+        outcome = "merged"
+        for group in [change, *change.groups]:
+            _merge_group(c, group)
+        return Applied(outcome, c.issued)
+    return Applied("ignored")
+
+
+def _encounter_event(c: _Ctx, change: Change) -> Applied:
+    ev = change.event
     enc_key = change.encounter_key
-    record = store.get_encounter(txn, ep, enc_key)
+    if ev in ("A06", "A07") and change.prior_visit_key and change.prior_visit_key != enc_key:
+        _rekey(c, change.prior_visit_key, enc_key)
+    record = c.get(enc_key)
     created = record is None
+    if record is not None and _is_stale(record, change):
+        return Applied("stale")
     old_ident = None if record is None else patient_ident(record)
     if record is None:
-        record = _new_record(change, now)
+        record = _new_record(change, c.now)
     record["patient_key"] = change.patient_key
+    status = record["status"]
+
+    if ev == "A02" and not created:
+        record["prior_location"] = {k: record["visit"].get(k) for k in _LOCATION}
+    if ev == "A12" and change.visit.get("CurrentPatientLocation") is None:
+        _merge(record["visit"], record.get("prior_location") or {})
     _merge(record["patient"], change.patient)
     _merge(record["visit"], change.visit)
+
+    if ev in ACTIVATE or ev == "A13":
+        status = "active"
+        if ev == "A13":
+            record["visit"]["discharge_time"] = ""
+    elif ev in PENDING:
+        status = status if status == "active" else "pending"
+    elif ev in CLOSE:
+        status = CLOSE[ev]
+    elif created:  # A02/A06/A07/A08/A12 for an unknown encounter: upsert
+        status = "active"
     record["status"] = status
-    _stamp(record, change, now)
-    issued = 0
-    if status == "active" and not record["accession"]:
-        record["accession"], record["study_uid"] = issue_accession(store, txn, cfg, ep, enc_key, now)
-        record["accession_ts"] = now
-        issued = 1
-    store.put_encounter(txn, ep, enc_key, record, old_ident)
-    if status == "active":
-        store.set_active(txn, ep, enc_key)
-    else:
-        store.set_inactive(txn, ep, enc_key)
-    return Applied("created" if created else "updated", issued)
+    _stamp(record, change, c.now)
+    c.put(enc_key, record, old_ident)
+    return Applied("created" if created else ev.lower() if ev in CLOSE else "updated", c.issued)
 
 
-def _discharge(store: Store, txn: Any, ep: str, cfg: EndpointConfig, change: Change, now: float) -> Applied:
-    enc_key = change.encounter_key
-    record = store.get_encounter(txn, ep, enc_key)
-    old_ident = None if record is None else patient_ident(record)
+_LOCATION = ("CurrentPatientLocation", "InstitutionName", "point_of_care")
+
+
+def _update_person(c: _Ctx, change: Change) -> Applied:
+    """A31: the patient's demographics on every encounter of that patient."""
+    pid, issuer = change.patient.get("PatientID") or "", change.patient.get("IssuerOfPatientID") or ""
+    n = 0
+    for enc_key in c.store.encounters_of_patient(c.txn, c.ep, pid, issuer):
+        record = c.get(enc_key)
+        if record is None or _is_stale(record, change):
+            continue
+        ident = patient_ident(record)
+        _merge(record["patient"], change.patient)
+        last_event = record.get("event")
+        _stamp(record, change, c.now)
+        record["event"] = last_event  # A31 is a person event: the encounter's last event stays
+        c.put(enc_key, record, ident)
+        n += 1
+    return Applied(f"person updated on {n}", c.issued)
+
+
+def _delete_person(c: _Ctx, change: Change) -> Applied:
+    pid, issuer = change.patient.get("PatientID") or "", change.patient.get("IssuerOfPatientID") or ""
+    for enc_key in c.store.encounters_of_patient(c.txn, c.ep, pid, issuer):
+        record = c.get(enc_key)
+        if record is not None:
+            ident = patient_ident(record)
+            record["status"] = "deleted"
+            _stamp(record, change, c.now)
+            c.put(enc_key, record, ident)
+    return Applied("person deleted", c.issued)
+
+
+def _merge_group(c: _Ctx, change: Change) -> None:
+    ev = change.event
+    if ev in PATIENT_MERGE and change.prior_patient is not None:
+        prior_id, prior_issuer = change.prior_patient
+        new = (change.patient.get("PatientID") or "", change.patient.get("IssuerOfPatientID") or "")
+        # MRG-1 often carries no assigning authority: then it means "this ID, any issuer".
+        keys = c.store.encounters_of_patient(c.txn, c.ep, prior_id, prior_issuer or None)
+        for enc_key in keys:
+            record = c.get(enc_key)
+            if record is None:
+                continue
+            ident = patient_ident(record)
+            if ident == new:
+                continue
+            _merge(record["patient"], change.patient)
+            record["patient_key"] = change.patient_key
+            record.setdefault("merged_from", []).append(list(ident))
+            _stamp(record, change, c.now)
+            c.put(enc_key, record, ident)
+    if ev in ACCOUNT_MERGE and change.prior_account_key and change.prior_account_key != change.encounter_key:
+        _rekey(c, change.prior_account_key, change.encounter_key, change)
+
+
+def _rekey(c: _Ctx, old_key: str, new_key: str, change: Change | None = None) -> None:
+    """Move an encounter to a new key (visit number / account change).  If the new
+    key already exists the old encounter is closed as merged into it."""
+    record = c.get(old_key)
     if record is None:
-        record = _new_record(change, now)
-    _merge(record["patient"], change.patient)
-    _merge(record["visit"], change.visit)
-    record["status"] = "discharged"
-    _stamp(record, change, now)
-    store.put_encounter(txn, ep, enc_key, record, old_ident)
-    store.set_inactive(txn, ep, enc_key)
-    return Applied("discharged")
+        return
+    ident = patient_ident(record)
+    target = c.get(new_key)
+    # close the old key: it must never be listed again
+    c.store.set_closed(c.txn, c.ep, old_key)
+    c.store.delete_encounter(c.txn, c.ep, old_key)
+    if target is not None:
+        return
+    record["key"] = new_key
+    if change is not None:
+        _merge(record["patient"], change.patient)
+        _merge(record["visit"], change.visit)
+        _stamp(record, change, c.now)
+    if record.get("accession"):
+        c.store.rebind_accession(c.txn, record["accession"], c.ep, new_key)
+    for acc, _ts, _uid in record.get("accession_history", []):
+        if acc != record.get("accession"):
+            c.store.rebind_accession(c.txn, acc, c.ep, new_key)
+    c.put(new_key, record, None)

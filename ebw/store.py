@@ -14,7 +14,8 @@ db             key                                     value
 meta           ``schema`` / ``seq:<name>``             schema version / 8-byte counters
 endpoints      ``ep``                                  endpoint settings (JSON)
 enc            ``ep\\0<encounter key>``                encounter record (JSON)
-active         ``ep\\0<encounter key>``                b"" -- the encounter is on the worklist
+active         ``ep\\0<encounter key>``                ``active`` / ``pending``: open encounters
+seen           ``ep\\0MSH-3\\0MSH-4\\0MSH-10``        time applied (8-byte float): duplicate check
 patient        ``ep\\0<PatientID>\\0<issuer>\\0<enc key>`` b"" -- every encounter of a patient
 accession      ``<accession number>``                  ``ep\\0<encounter key>`` -- never deleted
 =============  ======================================  ==========================================
@@ -44,7 +45,7 @@ from .errors import StoreError
 
 SCHEMA_VERSION = 1
 SEP = b"\x00"
-DBS = ("meta", "endpoints", "enc", "active", "patient", "accession")
+DBS = ("meta", "endpoints", "enc", "active", "patient", "accession", "seen")
 
 _U64 = struct.Struct(">Q")
 
@@ -63,6 +64,10 @@ def key(*parts: str) -> bytes:
 
 def split_key(raw: bytes) -> list[str]:
     return [p.decode("utf-8") for p in bytes(raw).split(SEP)]
+
+
+def dedupe_key(ep: str, msh3: bytes, msh4: bytes, msh10: bytes) -> bytes:
+    return SEP.join((ep.encode(), bytes(msh3), bytes(msh4), bytes(msh10)))
 
 
 def patient_ident(record: dict[str, Any]) -> tuple[str, str]:
@@ -169,7 +174,7 @@ class Store:
         record = self.get_encounter(txn, ep, enc_key)
         if record is None:
             return
-        self.set_inactive(txn, ep, enc_key)
+        self.set_closed(txn, ep, enc_key)
         txn.delete(key(ep, enc_key), db=self.db["enc"])
         txn.delete(key(ep, *patient_ident(record), enc_key), db=self.db["patient"])
 
@@ -190,18 +195,28 @@ class Store:
     def count_encounters(self, txn: lmdb.Transaction) -> int:
         return txn.stat(self.db["enc"])["entries"]
 
-    # -- the worklist (active encounters) -------------------------------------
+    # -- the worklist (open encounters) -----------------------------------------
 
-    def set_active(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> None:
-        if txn.put(key(ep, enc_key), b"", db=self.db["active"], overwrite=False):
-            self.add_count(txn, f"active:{ep}", 1)
+    def set_open(self, txn: lmdb.Transaction, ep: str, enc_key: str, status: str) -> None:
+        """Put an open encounter (status ``active`` or ``pending``) in the ``active`` db."""
+        k = key(ep, enc_key)
+        value = status.encode()
+        old = txn.get(k, db=self.db["active"])
+        if old == value:
+            return
+        txn.put(k, value, db=self.db["active"])
+        delta = (status == "active") - (old == b"active")
+        if delta:
+            self.add_count(txn, f"active:{ep}", delta)
 
-    def set_inactive(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> None:
-        if txn.delete(key(ep, enc_key), db=self.db["active"]):
+    def set_closed(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> None:
+        k = key(ep, enc_key)
+        old = txn.get(k, db=self.db["active"])
+        if old is None:
+            return
+        txn.delete(k, db=self.db["active"])
+        if old == b"active":
             self.add_count(txn, f"active:{ep}", -1)
-
-    def is_active(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> bool:
-        return txn.get(key(ep, enc_key), db=self.db["active"]) is not None
 
     def active_count(self, txn: lmdb.Transaction, ep: str) -> int:
         return self.get_count(txn, f"active:{ep}")
@@ -239,6 +254,18 @@ class Store:
     def bind_accession(self, txn: lmdb.Transaction, accession: str, ep: str, enc_key: str) -> None:
         if not txn.put(accession.encode(), key(ep, enc_key), db=self.db["accession"], overwrite=False):
             raise StoreError("accession number already issued")
+
+    def rebind_accession(self, txn: lmdb.Transaction, accession: str, ep: str, enc_key: str) -> None:
+        """Point an issued number at the encounter's new key (visit re-key); never frees it."""
+        txn.put(accession.encode(), key(ep, enc_key), db=self.db["accession"])
+
+    # -- duplicates --------------------------------------------------------------
+
+    def seen(self, txn: lmdb.Transaction, dk: bytes) -> bool:
+        return txn.get(dk, db=self.db["seen"]) is not None
+
+    def mark_seen(self, txn: lmdb.Transaction, dk: bytes, now: float) -> None:
+        txn.put(dk, struct.pack(">d", now), db=self.db["seen"])
 
     def accession_owner(self, txn: lmdb.Transaction, accession: str) -> tuple[str, str] | None:
         raw = txn.get(accession.encode(), db=self.db["accession"])

@@ -30,7 +30,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from .. import metrics
+from .. import curation, metrics
 from ..config import EndpointConfig
 from ..errors import QueryError
 from ..store import Store, loads
@@ -127,7 +127,7 @@ class WorklistIndex:
         self.ep = ep
         self.get_cfg = get_cfg
         self._lock = threading.Lock()
-        self._cache: dict[bytes, dict[str, Any]] = {}
+        self._cache: dict[bytes, tuple[dict[str, Any] | None, float | None]] = {}
         self._cache_tag: tuple[Any, ...] = ()
 
     def select(self, keys: list[tuple[str, str, str]], now: float | None = None) -> list[dict[str, Any]]:
@@ -141,6 +141,7 @@ class WorklistIndex:
                 self._cache = {}
                 self._cache_tag = tag
             cache = self._cache
+        rules = curation.rules_of(cfg.curation)
         patient_id = _exact(keys, "PatientID")
         with self.store.read() as txn:
             if patient_id is not None:
@@ -149,11 +150,13 @@ class WorklistIndex:
                 raws = [raw for _, raw in self.store.iter_active_raw(txn, self.ep)]
         items = []
         for raw in raws:
-            item = cache.get(raw)
-            if item is None:
-                item = renderer.render(make_item(loads(raw)))
-                cache[raw] = item
-            items.append(item)
+            entry = cache.get(raw)
+            if entry is None:
+                entry = _listing(loads(raw), rules, renderer)
+                cache[raw] = entry
+            item, expires = entry
+            if item is not None and (expires is None or now < expires):
+                items.append(item)
         if len(cache) > 2 * len(raws) + 1024 and patient_id is None:
             with self._lock:
                 if self._cache is cache:
@@ -162,6 +165,19 @@ class WorklistIndex:
 
     def timezone_offset(self, now: float | None = None) -> str:
         return Renderer(self.get_cfg(), time.time() if now is None else now).offset
+
+
+def _listing(
+    record: dict[str, Any], rules: curation.Rules, renderer: Renderer
+) -> tuple[dict[str, Any] | None, float | None]:
+    """(rendered item or None when the rules leave it out, time it expires or None)."""
+    facts = curation.facts_of(record)
+    listed, _reasons = rules.decide(facts, record.get("status", ""), 0.0)
+    if not listed:
+        return None, None
+    limit = rules.max_age_seconds(facts["patient_class"])
+    expires = None if limit is None else curation.opened_at(record) + limit
+    return renderer.render(make_item(record)), expires
 
 
 def _exact(keys: list[tuple[str, str, str]], path: str) -> str | None:

@@ -23,6 +23,7 @@ CX-4.2, else empty.
 
 from __future__ import annotations
 
+import calendar as _calendar
 import datetime as _dt
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -34,13 +35,13 @@ from .text import field as fld
 
 # Trigger events and what they do to the encounter (see ebw.encounters).
 ENCOUNTER_EVENTS = frozenset(
-    {"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A12", "A13", "A14", "A38"}
+    {"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A12", "A13", "A14", "A23", "A38"}
 )
 PERSON_EVENTS = frozenset({"A28", "A29", "A31"})
 MERGE_EVENTS = frozenset({"A18", "A34", "A35", "A36", "A40", "A47"})
 # Recognised ADT events that do not concern encounters: AA, counted, no change.
 IGNORED_EVENTS = frozenset(
-    {"A09", "A10", "A15", "A16", "A17", "A20", "A21", "A22", "A23", "A24", "A25", "A26", "A27",
+    {"A09", "A10", "A15", "A16", "A17", "A20", "A21", "A22", "A24", "A25", "A26", "A27",
      "A30", "A32", "A33", "A37", "A39", "A41", "A42", "A43", "A44", "A45", "A46", "A48", "A49",
      "A50", "A51", "A52", "A53", "A54", "A55", "A60", "A61", "A62"}
 )
@@ -78,8 +79,13 @@ class Change:
     when: float | None = None
     patient: dict[str, str | None] = field(default_factory=dict)
     visit: dict[str, str | None] = field(default_factory=dict)
-    prior_patient_key: str = ""
-    prior_encounter_key: str = ""
+    # MRG: the prior (non-surviving) patient (PatientID, issuer), account and visit keys
+    prior_patient: tuple[str, str] | None = None
+    prior_account_key: str = ""
+    prior_visit_key: str = ""
+    # further PID/MRG groups of a repeating merge (A40 may carry several)
+    groups: list[Change] = field(default_factory=list)
+    has_pv1: bool = False
     charset_fallback: bool = False
 
     @property
@@ -134,13 +140,36 @@ def parse(data: bytes, tz: str = "UTC") -> Change:
     _read_pid(change, pid, seps, dec, zone)
     pv1 = first.get("PV1")
     if pv1 is not None:
+        change.has_pv1 = True
         _read_pv1(change, pv1, seps, dec, zone)
     change.encounter_key = _encounter_key(change, pid, pv1, seps, dec)
-    mrg = first.get("MRG")
-    if mrg is not None:
-        _read_mrg(change, mrg, seps, dec)
+    if event in MERGE_EVENTS or (event in ("A06", "A07") and "MRG" in first):
+        _read_merge_groups(change, segments, seps, dec, zone, required=event in MERGE_EVENTS)
     change.charset_fallback = dec.fell_back
     return change
+
+
+def _read_merge_groups(
+    change: Change, segments: list, seps: bytes, dec: Decoder, zone: ZoneInfo, required: bool
+) -> None:
+    """Pair each MRG with the PID before it; the first pair fills ``change``."""
+    current: Change | None = None
+    n = 0
+    for sid, fields in segments:
+        if sid == "PID":
+            if n == 0:
+                current = change
+            else:
+                current = Change(header=change.header, event=change.event, when=change.when)
+                _read_pid(current, fields, seps, dec, zone)
+                current.encounter_key = _encounter_key(current, fields, None, seps, dec)
+                change.groups.append(current)
+            n += 1
+        elif sid == "MRG" and current is not None:
+            _read_mrg(current, fields, seps, dec)
+            current = None
+    if required and change.prior_patient is None and not change.prior_account_key and not change.prior_visit_key:
+        raise RejectError("AE", 101, "Required field missing: MRG segment", "MRG^1^1")
 
 
 # --------------------------------------------------------------------------- PID / PV1
@@ -262,14 +291,13 @@ def _read_mrg(change: Change, mrg: list[bytes], seps: bytes, dec: Decoder) -> No
     ids = [i for i in ids if i[0] and i[0] != NULL]
     if ids:
         chosen = next((i for i in ids if i[2] == "MR"), ids[0])
-        change.prior_patient_key = f"{chosen[1]}|{chosen[0]}"
+        change.prior_patient = (chosen[0], chosen[1])
+    ident, authority, _ = _cx(at(reps(fld(mrg, 3), seps), 1), seps, dec)
+    if ident:
+        change.prior_account_key = f"A|{authority}|{ident}"
     ident, authority, _ = _cx(at(reps(fld(mrg, 5), seps), 1), seps, dec)
     if ident:
-        change.prior_encounter_key = f"V|{authority}|{ident}"
-    else:
-        ident, authority, _ = _cx(at(reps(fld(mrg, 3), seps), 1), seps, dec)
-        if ident:
-            change.prior_encounter_key = f"A|{authority}|{ident}"
+        change.prior_visit_key = f"V|{authority}|{ident}"
 
 
 # --------------------------------------------------------------------------- datetimes
@@ -285,28 +313,37 @@ def parse_dtm(raw: bytes, zone: ZoneInfo) -> float | None:
     s = raw.decode("latin_1", "replace").strip()
     if not s:
         return None
-    offset = None
-    for sign in ("+", "-"):
-        k = s.find(sign, 4)
-        if k > 0:
-            off = s[k + 1 :]
-            s = s[:k]
-            if len(off) >= 4 and off[:4].isdigit():
-                minutes = int(off[:2]) * 60 + int(off[2:4])
-                offset = _dt.timezone(_dt.timedelta(minutes=minutes if sign == "+" else -minutes))
-            break
+    offset_min: int | None = None
+    k = max(s.find("+", 4), s.find("-", 4))
+    if k > 0:
+        off = s[k + 1 :]
+        if len(off) < 4 or not off[:4].isdigit():
+            return None
+        offset_min = int(off[:2]) * 60 + int(off[2:4])
+        if s[k] == "-":
+            offset_min = -offset_min
+        s = s[:k]
     frac = 0.0
     if "." in s:
         s, f = s.split(".", 1)
-        if f.isdigit():
-            frac = float("0." + f)
-    if not s.isdigit() or len(s) < 4 or len(s) % 2:
+        if not f.isdigit():
+            return None
+        frac = float("0." + f)
+    n = len(s)
+    if n < 4 or n > 14 or n % 2 or not s.isdigit():
         return None
-    parts = [int(s[0:4])] + [int(s[i : i + 2]) for i in range(4, min(len(s), 14), 2)]
-    defaults = [0, 1, 1, 0, 0, 0]
-    parts += defaults[len(parts) :]
+    year = int(s[0:4])
+    month = int(s[4:6]) if n >= 6 else 1
+    day = int(s[6:8]) if n >= 8 else 1
+    hour = int(s[8:10]) if n >= 10 else 0
+    minute = int(s[10:12]) if n >= 12 else 0
+    second = int(s[12:14]) if n >= 14 else 0
+    if not (1 <= month <= 12 and 1 <= day <= _calendar.monthrange(year, month)[1]
+            and hour < 24 and minute < 60 and second < 60):
+        return None
+    if offset_min is not None:
+        return _calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - offset_min * 60 + frac
     try:
-        dt = _dt.datetime(*parts, tzinfo=offset or zone)  # type: ignore[misc]
+        return _dt.datetime(year, month, day, hour, minute, second, tzinfo=zone).timestamp() + frac
     except ValueError:
         return None
-    return dt.timestamp() + frac

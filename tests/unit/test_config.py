@@ -117,5 +117,6 @@ def test_example_environment_file_lists_every_variable():
     from tests.conftest import ROOT
 
     text = (ROOT / "deploy" / "systemd" / "ebw.env").read_text()
+    assert text == config.env_file(), "regenerate with: ebw config --env-file > deploy/systemd/ebw.env"
     for s in config.SETTINGS:
         assert f"#{s.env}=" in text
