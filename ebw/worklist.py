@@ -98,19 +98,29 @@ def issue_accession(
     return accession, new_study_uid()
 
 
+def _dicom_text(value: str | None) -> str:
+    """A single DICOM string value: the backslash is DICOM's value separator, and
+    control characters are not allowed in PN/LO/SH, so both become spaces."""
+    if not value:
+        return ""
+    if "\\" in value or not value.isprintable():
+        value = "".join(" " if (c == "\\" or not c.isprintable()) else c for c in value)
+    return value
+
+
 def make_item(record: dict[str, Any]) -> dict[str, Any]:
-    """The stored worklist item of an active encounter record."""
+    """The worklist item of an open encounter record."""
     p = record.get("patient", {})
     v = record.get("visit", {})
-    item: dict[str, Any] = {k: p.get(k) or "" for k in ITEM_PATIENT}
-    item.update({k: v.get(k) or "" for k in ITEM_VISIT})
-    attending = v.get("ScheduledPerformingPhysicianName") or ""
+    item: dict[str, Any] = {k: _dicom_text(p.get(k)) for k in ITEM_PATIENT}
+    item.update({k: _dicom_text(v.get(k)) for k in ITEM_VISIT})
+    attending = _dicom_text(v.get("ScheduledPerformingPhysicianName"))
     item["RequestingPhysician"] = attending
     item["AccessionNumber"] = record["accession"]
     item["StudyInstanceUID"] = record["study_uid"]
     item[SPS + "ScheduledPerformingPhysicianName"] = attending
     item[SPS + "ScheduledProcedureStepID"] = record["accession"]
-    item[SPS + "ScheduledProcedureStepLocation"] = (v.get("point_of_care") or "")[:16]
+    item[SPS + "ScheduledProcedureStepLocation"] = _dicom_text(v.get("point_of_care"))[:16]
     item["_ts"] = record["accession_ts"]
     return item
 

@@ -33,10 +33,11 @@ def corpus(name: str) -> bytes:
 
 
 def msa(ack: bytes) -> tuple[str, str]:
-    """(MSA-1, MSA-2) of an ACK."""
+    """(MSA-1, MSA-2) of an ACK (with whatever field separator it uses)."""
+    sep = ack[3:4] or b"|"
     for seg in ack.split(b"\r"):
         if seg.startswith(b"MSA"):
-            f = seg.split(b"|")
+            f = seg.split(sep)
             return f[1].decode(), (f[2].decode() if len(f) > 2 else "")
     raise AssertionError("no MSA segment in ACK")
 
