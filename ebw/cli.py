@@ -82,6 +82,55 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config():  # type: ignore[no-untyped-def]
+    from . import config
+    from .errors import ConfigError
+
+    try:
+        return config.load()
+    except ConfigError as exc:
+        print(f"ebw: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .errors import EbwError
+    from .maintenance import replay
+
+    cfg = _load_config()
+    if cfg is None:
+        return 2
+
+    def progress(r) -> None:  # type: ignore[no-untyped-def]
+        print(f"\r{r.replayed} messages replayed", end="", file=sys.stderr, flush=True)
+
+    try:
+        r = replay(cfg, dry_run=args.dry_run, progress=progress)
+    except EbwError as exc:
+        print(f"\nebw: {exc}", file=sys.stderr)
+        return 1
+    print(file=sys.stderr)
+    print(("dry run (nothing written): " if args.dry_run else "")
+          + f"{r.replayed} messages replayed, {r.skipped} skipped (not AA), {r.failed} failed; "
+          f"{r.encounters} encounters, {r.active} active; accession numbers kept {r.accessions_kept}, "
+          f"new {r.accessions_new}; {r.seconds:.1f} s")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .maintenance import explain
+
+    cfg = _load_config()
+    if cfg is None:
+        return 2
+    if not (args.patient or args.visit):
+        print("ebw explain: give --patient ID or --visit NUMBER", file=sys.stderr)
+        return 2
+    lines = explain(cfg, args.patient, args.visit)
+    print("\n".join(lines) if lines else "no encounter found for that patient or visit")
+    return 0 if lines else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ebw",
@@ -98,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=2575)
     s.add_argument("--timeout", type=float, default=30.0)
     s.set_defaults(func=_cmd_send)
+    s = sub.add_parser("replay", help="rebuild the encounter index from the journal (server stopped)")
+    s.add_argument("--dry-run", action="store_true", help="rebuild in a temporary directory and only report")
+    s.set_defaults(func=_cmd_replay)
+    s = sub.add_parser("explain", help="why a patient's or visit's encounters are (not) on each worklist")
+    s.add_argument("--patient", metavar="ID", help="Patient ID (PID-3)")
+    s.add_argument("--visit", metavar="NUMBER", help="visit number (PV1-19) or account number (PID-18)")
+    s.set_defaults(func=_cmd_explain)
     s = sub.add_parser("config", help="list every EBW_* variable with its default and rule")
     s.add_argument("--check", action="store_true", help="check the current environment and exit")
     s.add_argument("--env-file", action="store_true", help="print an example environment file (deploy/systemd/ebw.env)")

@@ -186,6 +186,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest MLLP frame accepted; a bigger one gets AR and the connection is closed."),
     Setting("EBW_MLLP_IDLE_TIMEOUT_SECONDS", "mllp_idle_timeout", "600", _int_range(1, 86400),
             "An MLLP connection with no traffic for this long is closed."),
+    Setting("EBW_JOURNAL_RETENTION_DAYS", "journal_retention_days", "30", _int_range(1, 3650),
+            "Days every received message is kept verbatim in the journal (for replay and audit)."),
     Setting("EBW_LOG_LEVEL", "log_level", "INFO", _log_level, "Log level (no patient data is logged at any level)."),
     # -- the default endpoint
     Setting("EBW_NAME", "name", "Default", _text(64), "Display name of the default endpoint.", "endpoint"),
@@ -263,6 +265,7 @@ class Config:
     lmdb_map_size_mb: int
     mllp_max_frame_bytes: int
     mllp_idle_timeout: int
+    journal_retention_days: int
     log_level: str
     endpoint: EndpointConfig
     extra: dict[str, Any] = field(default_factory=dict)

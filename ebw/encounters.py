@@ -70,29 +70,44 @@ class Applied:
         self.accessions = accessions
 
 
-def apply(store: Store, txn: Any, ep: str, cfg: EndpointConfig, change: Change, now: float) -> Applied:
+def apply(
+    store: Store, txn: Any, ep: str, cfg: EndpointConfig, change: Change, now: float,
+    reuse: dict[str, list[list[Any]]] | None = None,
+) -> Applied:
+    """Apply one change.  ``reuse`` (replay only) maps encounter keys to the accession
+    history they had before the index was rebuilt: those numbers are given back
+    instead of new ones, so no number is ever issued twice."""
     h = change.header
     dk = dedupe_key(ep, h.msh3, h.msh4, h.control_id)
     if h.control_id and store.seen(txn, dk):
         return Applied("duplicate")
-    result = _dispatch(_Ctx(store, txn, ep, cfg, now), change)
+    result = _dispatch(_Ctx(store, txn, ep, cfg, now, reuse), change)
     if h.control_id:
         store.mark_seen(txn, dk, now)
     return result
 
 
 class _Ctx:
-    __slots__ = ("store", "txn", "ep", "cfg", "now", "issued")
+    __slots__ = ("store", "txn", "ep", "cfg", "now", "issued", "reuse")
 
-    def __init__(self, store: Store, txn: Any, ep: str, cfg: EndpointConfig, now: float) -> None:
+    def __init__(
+        self, store: Store, txn: Any, ep: str, cfg: EndpointConfig, now: float,
+        reuse: dict[str, list[list[Any]]] | None = None,
+    ) -> None:
         self.store, self.txn, self.ep, self.cfg, self.now = store, txn, ep, cfg, now
         self.issued = 0
+        self.reuse = reuse
 
     def get(self, enc_key: str) -> dict[str, Any] | None:
         return self.store.get_encounter(self.txn, self.ep, enc_key)
 
     def put(self, enc_key: str, record: dict[str, Any], old_ident: tuple[str, str] | None) -> None:
         """Store the record and keep the open index and accession in step with its status."""
+        if record["status"] in OPEN and not record["accession"] and self.reuse and self.reuse.get(enc_key):
+            history = self.reuse.pop(enc_key)
+            record["accession"], record["accession_ts"], record["study_uid"] = history[-1]
+            record["accession_history"] = history
+            self.store.rebind_accession(self.txn, record["accession"], self.ep, enc_key)
         if record["status"] in OPEN and not record["accession"]:
             record["accession"], record["study_uid"] = issue_accession(
                 self.store, self.txn, self.cfg, self.ep, enc_key, self.now

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from . import encounters, metrics
 from .committer import Committer
@@ -46,16 +47,19 @@ class Hl7Endpoint:
                 header = _header_of(frame)
                 event = header.event if header else ""
                 log.info("%s: MSH-10 %s answered %s %d (%s)", self.ep, _cid(header), exc.ack, exc.code, exc.text)
+                self._journal_only(frame, header, exc.ack, event)
                 return self._answer(header, exc.ack, exc.code, exc.text, exc.location, event)
             except ParseError as exc:
                 log.info("%s: unreadable message answered AR: %s; shape %s", self.ep, exc, shape(frame))
                 code = 100 if exc.reason == "no MSH segment" else 102
-                return self._answer(_header_of(frame), "AR", code, f"Unreadable message: {exc.reason}", "MSH", "")
+                header = _header_of(frame)
+                self._journal_only(frame, header, "AR", "")
+                return self._answer(header, "AR", code, f"Unreadable message: {exc.reason}", "MSH", "")
             event = change.event
             if change.charset_fallback:
                 metrics.hl7_charset_fallback.labels(self.ep).inc()
             try:
-                applied = await self.committer.submit(self._job(change, cfg))
+                applied = await self.committer.submit(self._job(change, cfg, frame))
             except StoreError as exc:
                 log.error("%s: MSH-10 %s not stored: %s", self.ep, change.control_id, exc)
                 return self._answer(change.header, "AE", 207, "Not stored, please resend", "", event)
@@ -66,13 +70,25 @@ class Hl7Endpoint:
         finally:
             metrics.hl7_ack_duration.labels(self.ep).observe(time.perf_counter() - t0)
 
-    def _job(self, change: Change, cfg: EndpointConfig) -> Callable[[object], encounters.Applied]:
+    def _job(self, change: Change, cfg: EndpointConfig, frame: bytes) -> Callable[[Any], encounters.Applied]:
         store, ep = self.store, self.ep
 
-        def job(txn: object) -> encounters.Applied:
-            return encounters.apply(store, txn, ep, cfg, change, time.time())
+        def job(txn: Any) -> encounters.Applied:
+            now = time.time()
+            applied = encounters.apply(store, txn, ep, cfg, change, now)
+            store.journal_append(txn, _journal_header(now, ep, change.header, "AA", change.event, applied.outcome), frame)
+            return applied
 
         return job
+
+    def _journal_only(self, frame: bytes, header: Header | None, ack: str, event: str) -> None:
+        """Keep a rejected message in the journal too (its ACK does not wait for that)."""
+        store, ep = self.store, self.ep
+
+        def job(txn: Any) -> None:
+            store.journal_append(txn, _journal_header(time.time(), ep, header, ack, event, "rejected"), frame)
+
+        self.committer.submit(job).add_done_callback(_ignore_result)
 
     def _answer(self, header: Header | None, code: str, err: int, text: str, location: str, event: str) -> bytes:
         metrics.hl7_messages.labels(self.ep, event or "unknown", code).inc()
@@ -83,6 +99,19 @@ class Hl7Endpoint:
         header = _header_of(partial)
         log.warning("%s: MSH-10 %s frame over the size cap", self.ep, _cid(header))
         return self._answer(header, "AR", 207, "Message too large", "", header.event if header else "")
+
+
+def _journal_header(now: float, ep: str, header: Header | None, ack: str, event: str, outcome: str) -> dict[str, Any]:
+    h = {"t": now, "ep": ep, "ack": ack, "ev": event, "outcome": outcome}
+    if header is not None:
+        h["cid"] = header.control_id.decode("latin_1")
+        h["from"] = (header.msh3 + b"/" + header.msh4).decode("latin_1")
+    return h
+
+
+def _ignore_result(fut: Any) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _header_of(data: bytes) -> Header | None:

@@ -16,6 +16,8 @@ endpoints      ``ep``                                  endpoint settings (JSON)
 enc            ``ep\\0<encounter key>``                encounter record (JSON)
 active         ``ep\\0<encounter key>``                ``active`` / ``pending``: open encounters
 seen           ``ep\\0MSH-3\\0MSH-4\\0MSH-10``        time applied (8-byte float): duplicate check
+journal        8-byte sequence number                  every message received, verbatim (zlib):
+                                                       a JSON header line, then the raw bytes
 patient        ``ep\\0<PatientID>\\0<issuer>\\0<enc key>`` b"" -- every encounter of a patient
 accession      ``<accession number>``                  ``ep\\0<encounter key>`` -- never deleted
 =============  ======================================  ==========================================
@@ -36,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +48,8 @@ from .errors import StoreError
 
 SCHEMA_VERSION = 1
 SEP = b"\x00"
-DBS = ("meta", "endpoints", "enc", "active", "patient", "accession", "seen")
+DBS = ("meta", "endpoints", "enc", "active", "patient", "accession", "seen", "journal")
+INDEX_DBS = ("enc", "active", "patient", "seen")  # rebuilt by `ebw replay`
 
 _U64 = struct.Struct(">Q")
 
@@ -266,6 +270,55 @@ class Store:
 
     def mark_seen(self, txn: lmdb.Transaction, dk: bytes, now: float) -> None:
         txn.put(dk, struct.pack(">d", now), db=self.db["seen"])
+
+    # -- journal -----------------------------------------------------------------
+
+    def journal_append(self, txn: lmdb.Transaction, header: dict[str, Any], raw: bytes) -> int:
+        """Keep one received message verbatim with its header (receive time, endpoint,
+        sender, ACK code ...).  Keys are sequential, so appends touch few pages."""
+        seq = self.next_seq(txn, "journal")
+        value = zlib.compress(dumps(header) + b"\n" + raw, 1)
+        txn.put(_U64.pack(seq), value, db=self.db["journal"], append=True)
+        return seq
+
+    def journal(self, txn: lmdb.Transaction, start: int = 0) -> Iterator[tuple[int, dict[str, Any], bytes]]:
+        """(sequence, header, raw message) from ``start`` on, in order."""
+        cur = txn.cursor(db=self.db["journal"])
+        if not cur.set_range(_U64.pack(start)):
+            return
+        for k, v in cur:
+            data = zlib.decompress(v)
+            head, _, raw = data.partition(b"\n")
+            yield _U64.unpack(k)[0], loads(head), raw
+
+    def journal_prune(self, txn: lmdb.Transaction, before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` of the oldest entries received before ``before``."""
+        cur = txn.cursor(db=self.db["journal"])
+        n = 0
+        if not cur.first():
+            return 0
+        while n < limit:
+            head = zlib.decompress(cur.value()).partition(b"\n")[0]
+            if loads(head).get("t", 0) >= before:
+                break
+            cur.delete()
+            n += 1
+            if cur.key() == b"":
+                break
+        return n
+
+    def journal_count(self, txn: lmdb.Transaction) -> int:
+        return txn.stat(self.db["journal"])["entries"]
+
+    def drop_index(self, txn: lmdb.Transaction) -> None:
+        """Empty the encounter index (not the journal, the accession numbers or counters)."""
+        for name in INDEX_DBS:
+            txn.drop(self.db[name], delete=False)
+        cur = txn.cursor(db=self.db["meta"])
+        if cur.set_range(b"count:"):
+            while cur.key().startswith(b"count:"):
+                if not cur.delete():
+                    break
 
     def accession_owner(self, txn: lmdb.Transaction, accession: str) -> tuple[str, str] | None:
         raw = txn.get(accession.encode(), db=self.db["accession"])

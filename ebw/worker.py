@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,8 @@ class Worker:
             self.endpoints = {ep: EndpointConfig.from_dict(d) for ep, d in settings.items()}
             self.committer = Committer(self.store, loop)
             self.committer.before_commit.append(self._update_gauges)
+            self.committer.before_commit.append(self._prune_journal)
+            self._commits = 0
             for s in self.sockets:
                 await self._start_endpoint(s)
         except Exception:
@@ -116,6 +119,13 @@ class Worker:
     def _update_gauges(self, txn: Any) -> None:
         for ep in self.endpoints:
             metrics.active_encounters.labels(ep).set(self.store.active_count(txn, ep))
+
+    def _prune_journal(self, txn: Any) -> None:
+        """Every 256th commit, drop journal entries past the retention (a bounded amount)."""
+        self._commits += 1
+        if self._commits % 256 == 0:
+            before = time.time() - self.cfg.journal_retention_days * 86400
+            self.store.journal_prune(txn, before, limit=2000)
 
     async def _heartbeat(self) -> None:
         path = os.path.join(self.run_dir, f"heartbeat.{self.pid}")
