@@ -151,6 +151,52 @@ def _curation(raw: str) -> str:
     return raw.strip()
 
 
+def _hl7_charset(raw: str) -> str:
+    from .hl7.text import CHARSETS
+
+    value = raw.strip().upper()
+    if value not in CHARSETS:
+        raise ValueError("must be an HL7 table 0211 name, e.g. UNICODE UTF-8, 8859/1, ASCII")
+    return value
+
+
+def _id_type(raw: str) -> str:
+    value = raw.strip().upper()
+    if len(value) > 10 or not value.isalnum() and value:
+        raise ValueError("must be an HL7 identifier type code (letters/digits, e.g. MR) or empty")
+    return value
+
+
+def _optional_text(raw: str) -> str:
+    value = raw.strip()
+    if len(value) > 64 or "\\" in value:
+        raise ValueError("must be at most 64 characters without backslash")
+    return value
+
+
+def _visit_sources(raw: str) -> tuple[str, ...]:
+    parts = tuple(p.strip().upper() for p in raw.split(",") if p.strip())
+    if not parts or any(p not in ("PV1-19", "PID-18") for p in parts) or len(set(parts)) != len(parts):
+        raise ValueError("must list PV1-19 and/or PID-18, comma-separated, in the order to try")
+    return parts
+
+
+def _location_components(raw: str) -> tuple[int, ...]:
+    try:
+        parts = tuple(int(p) for p in raw.split(",") if p.strip())
+    except ValueError:
+        parts = ()
+    if not parts or any(not 1 <= p <= 11 for p in parts):
+        raise ValueError("must list PV1-3 (PL) component numbers 1-11, comma-separated, e.g. 1,2,3")
+    return parts
+
+
+def _separator(raw: str) -> str:
+    if len(raw) > 3 or "\\" in raw or any(ord(c) < 32 for c in raw):
+        raise ValueError("must be at most 3 printable characters without backslash")
+    return raw
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -211,6 +257,18 @@ SETTINGS: tuple[Setting, ...] = (
             "Minutes before an encounter gets a new accession number (1-1440).", "endpoint"),
     Setting("EBW_PACS_PUSH_DELAY_SECONDS", "pacs_push_delay_seconds", "0", _int_range(0, 7 * 86400),
             "Delay between the ORU to the EHR and the push of the study to PACS.", "endpoint"),
+    Setting("EBW_HL7_CHARSET", "hl7_charset", "UNICODE UTF-8", _hl7_charset,
+            "Character set of messages whose MSH-18 is empty (HL7 table 0211 name).", "endpoint"),
+    Setting("EBW_PATIENT_ID_TYPE", "patient_id_type", "MR", _id_type,
+            "PID-3 repetition used as Patient ID: identifier type code (CX-5); empty: the first.", "endpoint"),
+    Setting("EBW_PATIENT_ID_AUTHORITY", "patient_id_authority", "", _optional_text,
+            "... and assigning authority (CX-4.1 or CX-4.2); empty: any.", "endpoint"),
+    Setting("EBW_VISIT_NUMBER", "visit_number", "PV1-19,PID-18", _visit_sources,
+            "Where the visit number (Admission ID, encounter key) comes from, in order.", "endpoint"),
+    Setting("EBW_LOCATION_COMPONENTS", "location_components", "1,2,3", _location_components,
+            "PV1-3 components shown as CurrentPatientLocation (point of care, room, bed ...).", "endpoint"),
+    Setting("EBW_LOCATION_SEPARATOR", "location_separator", "-", _separator,
+            "Separator between those components (empty components are left out).", "endpoint"),
     Setting("EBW_CURATION", "curation", "", _curation,
             "Curation rules (JSON): which open encounters the worklist shows; see README 'Curation'.", "endpoint"),
     Setting("EBW_EHR_HOST", "ehr_host", "", _optional_host, "Host of the EHR's MLLP listener for ORUs.", "endpoint"),
@@ -240,6 +298,12 @@ class EndpointConfig:
     accession_period_minutes: int
     pacs_push_delay_seconds: int
     curation: str = ""
+    hl7_charset: str = "UNICODE UTF-8"
+    patient_id_type: str = "MR"
+    patient_id_authority: str = ""
+    visit_number: tuple[str, ...] = ("PV1-19", "PID-18")
+    location_components: tuple[int, ...] = (1, 2, 3)
+    location_separator: str = "-"
     ehr_host: str | None = None
     ehr_port: int | None = None
     pacs_aet: str | None = None
@@ -252,7 +316,11 @@ class EndpointConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EndpointConfig:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        values = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in ("visit_number", "location_components"):  # JSON gives lists back
+            if k in values:
+                values[k] = tuple(values[k])
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ stored for them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -19,12 +20,27 @@ from .committer import Committer
 from .config import EndpointConfig
 from .errors import ParseError, RejectError, StoreError
 from .hl7 import ack as hl7ack
-from .hl7.adt import Change, Header, parse, parse_header
+from .hl7.adt import Change, Header, Mapping, parse, parse_header
+from .hl7.text import CHARSETS
 from .hl7.scan import scan
 from .log import shape
 from .store import Store
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=256)
+def mapping_for(cfg: EndpointConfig) -> Mapping:
+    """How an endpoint's settings say its feed is read."""
+    return Mapping(
+        timezone=cfg.timezone,
+        charset=CHARSETS[cfg.hl7_charset],
+        patient_id_type=cfg.patient_id_type,
+        patient_id_authority=cfg.patient_id_authority,
+        visit_number=tuple(cfg.visit_number),
+        location_components=tuple(cfg.location_components),
+        location_separator=cfg.location_separator,
+    )
 
 
 class Hl7Endpoint:
@@ -42,7 +58,7 @@ class Hl7Endpoint:
         event = ""
         try:
             try:
-                change = parse(frame, cfg.timezone)
+                change = parse(frame, mapping_for(cfg))
             except RejectError as exc:
                 header = _header_of(frame)
                 event = header.event if header else ""

@@ -24,6 +24,7 @@ from . import curation, encounters
 from .config import Config, EndpointConfig
 from .errors import EbwError, ParseError, RejectError
 from .hl7.adt import parse
+from .ingest import mapping_for
 from .store import Store, loads, split_key
 
 COMMIT_EVERY = 5000
@@ -106,7 +107,7 @@ def replay(cfg: Config, dry_run: bool = False, progress: Any = None) -> ReplayRe
                             report.skipped += 1
                         else:
                             try:
-                                change = parse(raw, ecfg.timezone)
+                                change = parse(raw, mapping_for(ecfg))
                                 with target.env.begin(write=True, parent=txn) as child:
                                     applied = encounters.apply(target, child, ep, ecfg, change,
                                                                float(head.get("t", 0.0)), reuse=saved.get(ep))

@@ -48,6 +48,22 @@ IGNORED_EVENTS = frozenset(
 KNOWN_EVENTS = ENCOUNTER_EVENTS | PERSON_EVENTS | MERGE_EVENTS | IGNORED_EVENTS
 
 
+@dataclass(frozen=True)
+class Mapping:
+    """How an endpoint reads its feed (README, "Field mapping")."""
+
+    timezone: str = "UTC"  # datetimes without an offset are read in it
+    charset: str = "utf_8"  # Python codec used when MSH-18 is empty
+    patient_id_type: str = "MR"  # PID-3 repetition with this CX-5 (empty: the first one)
+    patient_id_authority: str = ""  # ... and this assigning authority (empty: any)
+    visit_number: tuple[str, ...] = ("PV1-19", "PID-18")  # where the visit number comes from, in order
+    location_components: tuple[int, ...] = (1, 2, 3)  # PV1-3 components shown as CurrentPatientLocation
+    location_separator: str = "-"
+
+
+DEFAULT_MAPPING = Mapping()
+
+
 @dataclass(slots=True)
 class Header:
     """The MSH fields EBW needs, raw (ACKs copy them byte for byte)."""
@@ -107,8 +123,8 @@ def parse_header(seps: bytes, msh: list[bytes], nseg: int) -> Header:
     return h
 
 
-def parse(data: bytes, tz: str = "UTC") -> Change:
-    """Scan and read one ADT message.  ``tz`` interprets datetimes without offset."""
+def parse(data: bytes, mapping: Mapping = DEFAULT_MAPPING) -> Change:
+    """Scan and read one ADT message the way ``mapping`` says."""
     seps, nseg, segments = scan(data)
     msh = segments[0][1]
     header = parse_header(seps, msh, nseg)
@@ -123,9 +139,9 @@ def parse(data: bytes, tz: str = "UTC") -> Change:
         event = fld(evn, 1).decode("latin_1").strip().upper() if evn else ""
     if event not in KNOWN_EVENTS:
         raise RejectError("AR", 201, "Unsupported event code", "MSH^1^9^1^2")
-    dec = Decoder(header.charset, seps)
+    dec = Decoder(header.charset, seps, mapping.charset)
     change = Change(header=header, event=event)
-    zone = ZoneInfo(tz)
+    zone = ZoneInfo(mapping.timezone)
 
     evn = first.get("EVN")
     when_raw = at(comps(fld(evn, 2), seps), 1) if evn else b""
@@ -137,20 +153,20 @@ def parse(data: bytes, tz: str = "UTC") -> Change:
     pid = first.get("PID")
     if pid is None:
         raise RejectError("AE", 100, "PID segment missing", "PID")
-    _read_pid(change, pid, seps, dec, zone)
+    _read_pid(change, pid, seps, dec, mapping)
     pv1 = first.get("PV1")
     if pv1 is not None:
         change.has_pv1 = True
-        _read_pv1(change, pv1, seps, dec, zone)
-    change.encounter_key = _encounter_key(change, pid, pv1, seps, dec)
+        _read_pv1(change, pv1, seps, dec, zone, mapping)
+    change.encounter_key = _encounter_key(change, pid, pv1, seps, dec, mapping)
     if event in MERGE_EVENTS or (event in ("A06", "A07") and "MRG" in first):
-        _read_merge_groups(change, segments, seps, dec, zone, required=event in MERGE_EVENTS)
+        _read_merge_groups(change, segments, seps, dec, mapping, required=event in MERGE_EVENTS)
     change.charset_fallback = dec.fell_back
     return change
 
 
 def _read_merge_groups(
-    change: Change, segments: list, seps: bytes, dec: Decoder, zone: ZoneInfo, required: bool
+    change: Change, segments: list, seps: bytes, dec: Decoder, mapping: Mapping, required: bool
 ) -> None:
     """Pair each MRG with the PID before it; the first pair fills ``change``."""
     current: Change | None = None
@@ -161,12 +177,12 @@ def _read_merge_groups(
                 current = change
             else:
                 current = Change(header=change.header, event=change.event, when=change.when)
-                _read_pid(current, fields, seps, dec, zone)
-                current.encounter_key = _encounter_key(current, fields, None, seps, dec)
+                _read_pid(current, fields, seps, dec, mapping)
+                current.encounter_key = _encounter_key(current, fields, None, seps, dec, mapping)
                 change.groups.append(current)
             n += 1
         elif sid == "MRG" and current is not None:
-            _read_mrg(current, fields, seps, dec)
+            _read_mrg(current, fields, seps, dec, mapping)
             current = None
     if required and change.prior_patient is None and not change.prior_account_key and not change.prior_visit_key:
         raise RejectError("AE", 101, "Required field missing: MRG segment", "MRG^1^1")
@@ -208,12 +224,22 @@ XPN_ORDER = (1, 2, 3, 5, 4)  # family, given, middle, prefix (XPN-5), suffix (XP
 XCN_ORDER = (2, 3, 4, 6, 5)  # XCN-1 is the ID
 
 
-def _read_pid(change: Change, pid: list[bytes], seps: bytes, dec: Decoder, zone: ZoneInfo) -> None:
-    ids = [_cx(r, seps, dec) for r in reps(fld(pid, 3), seps)]
+def _choose_id(ids: list[tuple[str, str, str]], mapping: Mapping) -> tuple[str, str, str] | None:
+    """The identifier the mapping names (type and/or authority), else the first."""
     ids = [i for i in ids if i[0] and i[0] != NULL]
     if not ids:
+        return None
+    want_type, want_auth = mapping.patient_id_type.upper(), mapping.patient_id_authority
+    for i in ids:
+        if (not want_type or i[2] == want_type) and (not want_auth or i[1] == want_auth):
+            return i
+    return ids[0]
+
+
+def _read_pid(change: Change, pid: list[bytes], seps: bytes, dec: Decoder, mapping: Mapping) -> None:
+    chosen = _choose_id([_cx(r, seps, dec) for r in reps(fld(pid, 3), seps)], mapping)
+    if chosen is None:
         raise RejectError("AE", 101, "Required field missing: patient identifier list", "PID^1^3")
-    chosen = next((i for i in ids if i[2] == "MR"), ids[0])
     change.patient_key = f"{chosen[1]}|{chosen[0]}"
     p = change.patient
     p["PatientID"] = chosen[0]
@@ -236,7 +262,7 @@ def _read_pid(change: Change, pid: list[bytes], seps: bytes, dec: Decoder, zone:
         p["PatientSex"] = sex if sex in ("M", "F") else ("O" if sex else "")
 
 
-def _read_pv1(change: Change, pv1: list[bytes], seps: bytes, dec: Decoder, zone: ZoneInfo) -> None:
+def _read_pv1(change: Change, pv1: list[bytes], seps: bytes, dec: Decoder, zone: ZoneInfo, mapping: Mapping) -> None:
     v = change.visit
     v["patient_class"] = _value(at(comps(fld(pv1, 2), seps), 1), dec)
     loc = fld(pv1, 3)
@@ -245,9 +271,9 @@ def _read_pv1(change: Change, pv1: list[bytes], seps: bytes, dec: Decoder, zone:
         v["InstitutionName"] = ""
     elif loc:
         c = comps(loc, seps)
-        parts = [dec.unescape(at(c, i)).strip() for i in (1, 2, 3)]
-        v["CurrentPatientLocation"] = "-".join(x for x in parts if x)[:64]
-        v["point_of_care"] = parts[0]
+        parts = [dec.unescape(at(c, i)).strip() for i in mapping.location_components]
+        v["CurrentPatientLocation"] = mapping.location_separator.join(x for x in parts if x)[:64]
+        v["point_of_care"] = dec.unescape(at(c, 1)).strip()
         facility = subs(at(c, 4), seps)
         v["InstitutionName"] = dec.unescape(at(facility, 1)).strip()[:64]
     attending = reps(fld(pv1, 7), seps)
@@ -268,29 +294,28 @@ def _read_pv1(change: Change, pv1: list[bytes], seps: bytes, dec: Decoder, zone:
         v["discharge_time"] = "" if disch == b'""' else (None if t is None else str(t))
 
 
-def _encounter_key(change: Change, pid: list[bytes], pv1: list[bytes] | None, seps: bytes, dec: Decoder) -> str:
-    if pv1 is not None:
-        rep = at(reps(fld(pv1, 19), seps), 1)
+def _encounter_key(
+    change: Change, pid: list[bytes], pv1: list[bytes] | None, seps: bytes, dec: Decoder, mapping: Mapping
+) -> str:
+    for source in mapping.visit_number:
+        if source == "PV1-19":
+            if pv1 is None:
+                continue
+            rep, tag = at(reps(fld(pv1, 19), seps), 1), "V"
+        else:  # PID-18
+            rep, tag = at(reps(fld(pid, 18), seps), 1), "A"
         ident, authority, _ = _cx(rep, seps, dec)
         if ident and ident != NULL:
             change.visit["AdmissionID"] = ident
             change.visit["admission_issuer"] = authority
-            return f"V|{authority}|{ident}"
-    rep = at(reps(fld(pid, 18), seps), 1)
-    ident, authority, _ = _cx(rep, seps, dec)
-    if ident and ident != NULL:
-        change.visit["AdmissionID"] = ident
-        change.visit["admission_issuer"] = authority
-        return f"A|{authority}|{ident}"
+            return f"{tag}|{authority}|{ident}"
     change.visit.setdefault("AdmissionID", "")
     return f"P|{change.patient_key}"
 
 
-def _read_mrg(change: Change, mrg: list[bytes], seps: bytes, dec: Decoder) -> None:
-    ids = [_cx(r, seps, dec) for r in reps(fld(mrg, 1), seps)]
-    ids = [i for i in ids if i[0] and i[0] != NULL]
-    if ids:
-        chosen = next((i for i in ids if i[2] == "MR"), ids[0])
+def _read_mrg(change: Change, mrg: list[bytes], seps: bytes, dec: Decoder, mapping: Mapping) -> None:
+    chosen = _choose_id([_cx(r, seps, dec) for r in reps(fld(mrg, 1), seps)], mapping)
+    if chosen is not None:
         change.prior_patient = (chosen[0], chosen[1])
     ident, authority, _ = _cx(at(reps(fld(mrg, 3), seps), 1), seps, dec)
     if ident:

@@ -14,7 +14,6 @@ NULL = '""'
 
 # HL7 table 0211 -> Python codec.
 CHARSETS: dict[str, str] = {
-    "": "ascii",
     "ASCII": "ascii",
     "ISO IR6": "ascii",
     "8859/1": "latin_1",
@@ -43,9 +42,9 @@ class Decoder:
 
     __slots__ = ("codec", "fell_back", "seps")
 
-    def __init__(self, msh18: bytes, seps: bytes) -> None:
+    def __init__(self, msh18: bytes, seps: bytes, default: str = "utf_8") -> None:
         name = msh18.split(seps[2:3])[0].decode("ascii", "replace").strip().upper() if msh18 else ""
-        self.codec = CHARSETS.get(name, "utf_8")
+        self.codec = CHARSETS.get(name, "utf_8") if name else default
         self.fell_back = False
         self.seps = seps
 

@@ -121,3 +121,24 @@ def test_agrees_with_hl7apy_on_wellformed_feed(seed):
         assert mine.visit["AdmissionID"] == ref.pv1.pv1_19.cx_1.value
         assert mine.patient["PatientBirthDate"] == ref.pid.pid_7.value[:8]
         assert mine.visit["patient_class"] == ref.pv1.pv1_2.value
+
+
+def test_field_mapping():
+    from ebw.hl7.adt import Mapping
+
+    raw = corpus("001_a04_register.hl7")
+    by_authority = Mapping(patient_id_type="", patient_id_authority="STATE")
+    assert parse(raw, by_authority).patient["PatientID"] == "9876"
+    account_first = Mapping(visit_number=("PID-18", "PV1-19"))
+    assert parse(raw, account_first).encounter_key == "A|GENHOSP|ACCT777"
+    loc = Mapping(location_components=(4, 1, 3), location_separator=" / ")
+    assert parse(raw, loc).visit["CurrentPatientLocation"] == "GENHOSP / ED / A"
+
+
+def test_default_charset_when_msh18_is_empty():
+    from ebw.hl7.adt import Mapping
+
+    raw = corpus("001_a04_register.hl7").replace(b"DOE", "DOÉ".encode("latin_1"))
+    assert parse(raw, Mapping(charset="latin_1")).patient["PatientName"].startswith("DOÉ")
+    c = parse(raw)  # default UTF-8: not valid UTF-8, falls back (counted) to cp1252
+    assert c.patient["PatientName"].startswith("DOÉ") and c.charset_fallback

@@ -66,6 +66,18 @@ BAD = [
     ("EBW_TIMEZONE", "../../etc/passwd", "IANA timezone"),
     ("EBW_WORKERS", "0", "from 1 to 64"),
     ("EBW_FSYNC", "maybe", "'on' or 'off'"),
+    ("EBW_HL7_CHARSET", "KLINGON", "table 0211"),
+    ("EBW_PATIENT_ID_TYPE", "M-R", "identifier type code"),
+    ("EBW_VISIT_NUMBER", "PV1-50", "PV1-19 and/or PID-18"),
+    ("EBW_VISIT_NUMBER", "", "PV1-19 and/or PID-18"),
+    ("EBW_LOCATION_COMPONENTS", "0", "component numbers 1-11"),
+    ("EBW_LOCATION_COMPONENTS", "a,b", "component numbers 1-11"),
+    ("EBW_LOCATION_SEPARATOR", "\\", "without backslash"),
+    ("EBW_CURATION", "{bad json", "JSON object"),
+    ("EBW_CURATION", '{"include": {"colour": ["red"]}}', "unknown field 'colour'"),
+    ("EBW_CURATION", '{"max_age_hours": {"E": -1}}', "positive number of hours"),
+    ("EBW_CURATION", '{"pending": "yes"}', "true or false"),
+    ("EBW_JOURNAL_RETENTION_DAYS", "0", "from 1 to 3650"),
 ]
 
 
