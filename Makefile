@@ -20,11 +20,11 @@ $(STAMP): $(SOURCES)
 serve: install
 	$(BIN)/ebw serve
 
-# The whole suite on the compiled extensions, then the pure-Python twins once more
-# for the tests that exercise the selectors (unit + diff), with EBW_NO_EXTENSIONS=1.
+# The whole suite on the compiled extensions, then the unit tests and the end-to-end
+# worklist tests once more on the pure-Python twins (EBW_NO_EXTENSIONS=1).
 test: install
 	$(BIN)/python -m pytest -q tests
-	EBW_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/unit
+	EBW_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/unit tests/integration/test_slice.py tests/integration/test_lifecycle.py
 
 bench: install
 	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-group-by=group

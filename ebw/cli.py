@@ -131,6 +131,36 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0 if lines else 1
 
 
+def _cmd_dry_run(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from .errors import EbwError
+    from .maintenance import dry_run_rules
+
+    cfg = _load_config()
+    if cfg is None:
+        return 2
+    rules = open(args.rules).read() if args.rules.endswith(".json") else args.rules
+    try:
+        r = dry_run_rules(cfg, rules, ep=args.endpoint, step_seconds=args.step_minutes * 60)
+    except ValueError as exc:
+        print(f"ebw dry-run: the candidate rules are invalid: {exc}", file=sys.stderr)
+        return 2
+    except EbwError as exc:
+        print(f"ebw dry-run: {exc}", file=sys.stderr)
+        return 1
+    print(f"replayed {r.replay.replayed} messages; worklist size, current rules vs candidate:")
+    print(f"{'time (UTC)':>20}  {'current':>8}  {'candidate':>9}")
+    for t, old, new in r.samples:
+        print(f"{_time.strftime('%Y-%m-%d %H:%M', _time.gmtime(t)):>20}  {old:>8}  {new:>9}")
+    print(f"now: {len(r.entering)} encounters would enter the list, {len(r.leaving)} would leave it")
+    for k in r.entering[: args.show]:
+        print(f"  + {k}")
+    for k in r.leaving[: args.show]:
+        print(f"  - {k}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ebw",
@@ -154,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patient", metavar="ID", help="Patient ID (PID-3)")
     s.add_argument("--visit", metavar="NUMBER", help="visit number (PV1-19) or account number (PID-18)")
     s.set_defaults(func=_cmd_explain)
+    s = sub.add_parser("dry-run", help="replay the journal against candidate curation rules and compare")
+    s.add_argument("rules", metavar="RULES", help="candidate curation JSON, or a .json file holding it")
+    s.add_argument("--endpoint", default="default")
+    s.add_argument("--step-minutes", type=float, default=60.0, help="sampling interval of the list size")
+    s.add_argument("--show", type=int, default=20, help="encounters listed as entering/leaving, at most")
+    s.set_defaults(func=_cmd_dry_run)
     s = sub.add_parser("config", help="list every EBW_* variable with its default and rule")
     s.add_argument("--check", action="store_true", help="check the current environment and exit")
     s.add_argument("--env-file", action="store_true", help="print an example environment file (deploy/systemd/ebw.env)")

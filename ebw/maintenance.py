@@ -75,7 +75,10 @@ def _saved_accessions(store: Store, txn: Any) -> dict[str, dict[str, list[list[A
     return saved
 
 
-def replay(cfg: Config, dry_run: bool = False, progress: Any = None) -> ReplayReport:
+def replay(cfg: Config, dry_run: bool = False, progress: Any = None, observe: Any = None) -> ReplayReport:
+    """Rebuild the index from the journal (see module doc).  ``observe(store, txn, t)``,
+    if given, is called before each message is applied, with its receive time, and
+    once at the end with ``t=None``."""
     if server_running(cfg.data_dir):
         raise EbwError(f"a server is running on {cfg.data_dir}: stop it before replaying")
     t0 = time.monotonic()
@@ -101,6 +104,8 @@ def replay(cfg: Config, dry_run: bool = False, progress: Any = None) -> ReplayRe
             while not done:
                 with target.write() as txn:
                     for n, (_seq, head, raw) in enumerate(journal):
+                        if observe is not None:
+                            observe(target, txn, float(head.get("t", 0.0)))
                         ep = head.get("ep", "")
                         ecfg = endpoints.get(ep)
                         if head.get("ack") != "AA" or ecfg is None:
@@ -124,6 +129,8 @@ def replay(cfg: Config, dry_run: bool = False, progress: Any = None) -> ReplayRe
         with target.read() as txn:
             report.active = sum(target.active_count(txn, ep) for ep in endpoints)
             report.encounters = target.count_encounters(txn)
+            if observe is not None:
+                observe(target, txn, None)
         report.accessions_kept = kept_before - sum(len(v) for v in saved.values())
     finally:
         if target is not source:
@@ -133,6 +140,56 @@ def replay(cfg: Config, dry_run: bool = False, progress: Any = None) -> ReplayRe
             tmp.cleanup()
     report.seconds = time.monotonic() - t0
     return report
+
+
+@dataclass
+class RulesReport:
+    samples: list[tuple[float, int, int]]  # (time, listed under the current rules, under the candidate)
+    entering: list[str]  # encounter keys the candidate would add to today's list
+    leaving: list[str]  # ... and take off it
+    replay: ReplayReport
+
+
+def dry_run_rules(cfg: Config, candidate: str, ep: str = "default", step_seconds: float = 3600.0) -> RulesReport:
+    """Replay the journal in a temporary directory and compare, over time, the list the
+    current curation rules give with the one ``candidate`` (curation JSON) would give."""
+    new_rules = curation.parse(candidate)
+    samples: list[tuple[float, int, int]] = []
+    state: dict[str, Any] = {"next": None, "old": None}
+
+    def listing(store: Store, txn: Any, now: float) -> tuple[set[str], set[str]]:
+        if state["old"] is None:
+            found = store.get_endpoint(txn, ep)
+            if found is None:
+                raise EbwError(f"no endpoint {ep!r}")
+            state["old"] = curation.rules_of(EndpointConfig.from_dict(found).curation)
+        old_set, new_set = set(), set()
+        for enc_key, raw in store.iter_active_raw(txn, ep):
+            record = loads(raw)
+            facts, status = curation.facts_of(record), record.get("status", "")
+            age = now - curation.opened_at(record)
+            if state["old"].decide(facts, status, age)[0]:
+                old_set.add(enc_key.decode())
+            if new_rules.decide(facts, status, age)[0]:
+                new_set.add(enc_key.decode())
+        return old_set, new_set
+
+    final: dict[str, set[str]] = {}
+
+    def observe(store: Store, txn: Any, t: float | None) -> None:
+        if t is None:  # the end of the journal: compare the lists as they would be now
+            final["old"], final["new"] = listing(store, txn, time.time())
+            return
+        if state["next"] is None:
+            state["next"] = t - t % step_seconds + step_seconds
+        while t >= state["next"]:
+            old_set, new_set = listing(store, txn, state["next"])
+            samples.append((state["next"], len(old_set), len(new_set)))
+            state["next"] += step_seconds
+
+    report = replay(cfg, dry_run=True, observe=observe)
+    return RulesReport(samples, sorted(final.get("new", set()) - final.get("old", set())),
+                       sorted(final.get("old", set()) - final.get("new", set())), report)
 
 
 def explain(cfg: Config, patient_id: str | None = None, visit: str | None = None) -> list[str]:

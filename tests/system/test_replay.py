@@ -55,3 +55,18 @@ def test_explain_gives_the_reasons(server_factory, tmp_path):
     off = ebw(s, "explain", "--visit", "PV2A")
     assert "NOT on the worklist" in off.stdout and "patient_class I is not in include.patient_class" in off.stdout
     assert ebw(s, "explain", "--patient", "NOBODY").returncode == 1
+
+
+def test_dry_run_of_candidate_rules(server_factory, tmp_path):
+    s = server_factory(tmp_path / "d").start()
+    for name in ("010_a04_register", "023_a01_admit_v23", "050_a04_person_visit1"):
+        assert msa(s.send(load(name)))[0] == "AA"
+    s.stop()
+    out = ebw(s, "dry-run", '{"include": {"patient_class": ["I"]}}', "--step-minutes", "0.001")
+    assert out.returncode == 0, out.stderr
+    assert "replayed 3 messages" in out.stdout
+    assert "2 encounters would enter the list, 0 would leave it" not in out.stdout
+    assert "0 encounters would enter the list, 2 would leave it" in out.stdout
+    assert "  - V|GENHOSP|LV1" in out.stdout
+    bad = ebw(s, "dry-run", '{"include": {"nope": []}}')
+    assert bad.returncode == 2 and "unknown field" in bad.stderr
