@@ -24,7 +24,7 @@ from .hl7.adt import Change, Header, Mapping, parse, parse_header
 from .hl7.text import CHARSETS
 from .hl7.scan import scan
 from .log import shape
-from .store import Store
+from .store import Store, pack_message
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,12 @@ class Hl7Endpoint:
     def _job(self, change: Change, cfg: EndpointConfig, frame: bytes) -> Callable[[Any], encounters.Applied]:
         store, ep = self.store, self.ep
 
+        packed = pack_message(frame)  # here, not in the commit thread
+
         def job(txn: Any) -> encounters.Applied:
             now = time.time()
             applied = encounters.apply(store, txn, ep, cfg, change, now)
-            store.journal_append(txn, _journal_header(now, ep, change.header, "AA", change.event, applied.outcome), frame)
+            store.journal_append(txn, _journal_header(now, ep, change.header, "AA", change.event, applied.outcome), packed)
             return applied
 
         return job
@@ -100,9 +102,10 @@ class Hl7Endpoint:
     def _journal_only(self, frame: bytes, header: Header | None, ack: str, event: str) -> None:
         """Keep a rejected message in the journal too (its ACK does not wait for that)."""
         store, ep = self.store, self.ep
+        packed = pack_message(frame)
 
         def job(txn: Any) -> None:
-            store.journal_append(txn, _journal_header(time.time(), ep, header, ack, event, "rejected"), frame)
+            store.journal_append(txn, _journal_header(time.time(), ep, header, ack, event, "rejected"), packed)
 
         self.committer.submit(job).add_done_callback(_ignore_result)
 

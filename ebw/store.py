@@ -16,8 +16,8 @@ endpoints      ``ep``                                  endpoint settings (JSON)
 enc            ``ep\\0<encounter key>``                encounter record (JSON)
 active         ``ep\\0<encounter key>``                ``active`` / ``pending``: open encounters
 seen           ``ep\\0MSH-3\\0MSH-4\\0MSH-10``        time applied (8-byte float): duplicate check
-journal        8-byte sequence number                  every message received, verbatim (zlib):
-                                                       a JSON header line, then the raw bytes
+journal        8-byte sequence number                  every message received, verbatim: header
+                                                       length, JSON header, raw deflate of the bytes
 patient        ``ep\\0<PatientID>\\0<issuer>\\0<enc key>`` b"" -- every encounter of a patient
 accession      ``<accession number>``                  ``ep\\0<encounter key>`` -- never deleted
 =============  ======================================  ==========================================
@@ -52,6 +52,18 @@ DBS = ("meta", "endpoints", "enc", "active", "patient", "accession", "seen", "jo
 INDEX_DBS = ("enc", "active", "patient", "seen")  # rebuilt by `ebw replay`
 
 _U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+
+
+def pack_message(raw: bytes) -> bytes:
+    """A received message as the journal keeps it (raw deflate, small window: cheap)."""
+    c = zlib.compressobj(1, zlib.DEFLATED, -12)
+    return c.compress(raw) + c.flush()
+
+
+def _unpack_journal(value: bytes) -> tuple[dict[str, Any], bytes]:
+    n = _U16.unpack(value[:2])[0]
+    return loads(value[2 : 2 + n]), zlib.decompress(value[2 + n :], -12)
 
 
 def dumps(obj: Any) -> bytes:
@@ -273,12 +285,13 @@ class Store:
 
     # -- journal -----------------------------------------------------------------
 
-    def journal_append(self, txn: lmdb.Transaction, header: dict[str, Any], raw: bytes) -> int:
+    def journal_append(self, txn: lmdb.Transaction, header: dict[str, Any], packed: bytes) -> int:
         """Keep one received message verbatim with its header (receive time, endpoint,
-        sender, ACK code ...).  Keys are sequential, so appends touch few pages."""
+        sender, ACK code ...).  ``packed`` is ``pack_message(raw)``, done by the caller
+        outside the commit.  Keys are sequential, so appends touch few pages."""
         seq = self.next_seq(txn, "journal")
-        value = zlib.compress(dumps(header) + b"\n" + raw, 1)
-        txn.put(_U64.pack(seq), value, db=self.db["journal"], append=True)
+        head = dumps(header)
+        txn.put(_U64.pack(seq), _U16.pack(len(head)) + head + packed, db=self.db["journal"], append=True)
         return seq
 
     def journal(self, txn: lmdb.Transaction, start: int = 0) -> Iterator[tuple[int, dict[str, Any], bytes]]:
@@ -287,9 +300,8 @@ class Store:
         if not cur.set_range(_U64.pack(start)):
             return
         for k, v in cur:
-            data = zlib.decompress(v)
-            head, _, raw = data.partition(b"\n")
-            yield _U64.unpack(k)[0], loads(head), raw
+            head, raw = _unpack_journal(v)
+            yield _U64.unpack(k)[0], head, raw
 
     def journal_prune(self, txn: lmdb.Transaction, before: float, limit: int = 1000) -> int:
         """Delete up to ``limit`` of the oldest entries received before ``before``."""
@@ -298,8 +310,8 @@ class Store:
         if not cur.first():
             return 0
         while n < limit:
-            head = zlib.decompress(cur.value()).partition(b"\n")[0]
-            if loads(head).get("t", 0) >= before:
+            n_head = _U16.unpack(cur.value()[:2])[0]
+            if loads(cur.value()[2 : 2 + n_head]).get("t", 0) >= before:
                 break
             cur.delete()
             n += 1

@@ -173,3 +173,17 @@ def test_stale_emergency_encounters_expire(server_factory):
 
     time.sleep(0.5)
     assert worklist(s, "L1") == []
+
+
+def test_non_ascii_names_reach_dicom_with_the_right_character_set(server_factory):
+    s = server_factory().start()
+    assert msa(s.send(load("034_utf8_declared")))[0] == "AA"
+    assert msa(s.send(load("039_missing_trailing_fields")))[0] == "AA"
+    default = cfind(s, mwl_query(PatientID="R5"))
+    assert default[0].SpecificCharacterSet == "ISO_IR 192" and str(default[0].PatientName) == "ÅSTRÖM^ZOË"
+    latin = mwl_query(PatientID="R5")
+    latin.SpecificCharacterSet = "ISO_IR 100"
+    got = cfind(s, latin)
+    assert got[0].SpecificCharacterSet == "ISO_IR 100" and str(got[0].PatientName) == "ÅSTRÖM^ZOË"
+    plain = cfind(s, mwl_query(PatientID="R10"))
+    assert "SpecificCharacterSet" not in plain[0]  # all ASCII: default repertoire
