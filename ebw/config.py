@@ -197,6 +197,39 @@ def _separator(raw: str) -> str:
     return raw
 
 
+def _choice(*values: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in values:
+            raise ValueError("must be one of " + ", ".join(values))
+        return value
+
+    return parse
+
+
+def _ae_list(raw: str) -> tuple[str, ...]:
+    return tuple(ae_title(p) for p in raw.split(",") if p.strip())
+
+
+def _address_list(raw: str) -> tuple[str, ...]:
+    import ipaddress
+
+    out = []
+    for p in raw.split(","):
+        p = p.strip()
+        if not p:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(p, strict=False)))
+        except ValueError:
+            raise ValueError("must list IP addresses or networks (CIDR), comma-separated") from None
+    return tuple(out)
+
+
+def _value_list(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip().upper() for p in raw.split(",") if p.strip())
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -271,6 +304,21 @@ SETTINGS: tuple[Setting, ...] = (
             "Separator between those components (empty components are left out).", "endpoint"),
     Setting("EBW_CURATION", "curation", "", _curation,
             "Curation rules (JSON): which open encounters the worklist shows; see README 'Curation'.", "endpoint"),
+    Setting("EBW_STATION_AET_MATCHING", "station_aet_matching", "ignore", _choice("ignore", "strict"),
+            "'ignore': a Scheduled Station AE Title in a query does not exclude items (they are not scheduled "
+            "to a station); 'strict': items are scheduled to the EBW_CALLING_AETS stations and matched.", "endpoint"),
+    Setting("EBW_CALLING_AETS", "calling_aets", "", _ae_list,
+            "Calling AE titles allowed to query, comma-separated; empty: any.", "endpoint"),
+    Setting("EBW_DICOM_ALLOW_FROM", "dicom_allow_from", "", _address_list,
+            "Source addresses/networks (CIDR) allowed to connect to the DICOM port; empty: any.", "endpoint"),
+    Setting("EBW_CFIND_MAX_RESULTS", "cfind_max_results", "0", _int_range(0, 10_000_000),
+            "A query matching more items is refused with 0xA700; 0: no limit.", "endpoint"),
+    Setting("EBW_VIP_VALUES", "vip_values", "Y,VIP", _value_list,
+            "PV1-16 (VIP indicator) values that make an encounter confidential: left out of queries that "
+            "do not name the patient.", "endpoint"),
+    Setting("EBW_BROAD_QUERY_MAX", "broad_query_max", "0", _int_range(0, 10_000_000),
+            "A query that does not name a patient matching more items is refused with 0xA700; 0: no limit.",
+            "endpoint"),
     Setting("EBW_EHR_HOST", "ehr_host", "", _optional_host, "Host of the EHR's MLLP listener for ORUs.", "endpoint"),
     Setting("EBW_EHR_PORT", "ehr_port", "", _optional_port, "Port of the EHR's MLLP listener for ORUs.", "endpoint"),
     Setting("EBW_PACS_AET", "pacs_aet", "", _optional_ae_title, "AE title of the PACS.", "endpoint"),
@@ -304,6 +352,12 @@ class EndpointConfig:
     visit_number: tuple[str, ...] = ("PV1-19", "PID-18")
     location_components: tuple[int, ...] = (1, 2, 3)
     location_separator: str = "-"
+    station_aet_matching: str = "ignore"
+    calling_aets: tuple[str, ...] = ()
+    dicom_allow_from: tuple[str, ...] = ()
+    cfind_max_results: int = 0
+    vip_values: tuple[str, ...] = ("Y", "VIP")
+    broad_query_max: int = 0
     ehr_host: str | None = None
     ehr_port: int | None = None
     pacs_aet: str | None = None
@@ -317,7 +371,7 @@ class EndpointConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EndpointConfig:
         values = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for k in ("visit_number", "location_components"):  # JSON gives lists back
+        for k in ("visit_number", "location_components", "calling_aets", "dicom_allow_from", "vip_values"):
             if k in values:
                 values[k] = tuple(values[k])
         return cls(**values)

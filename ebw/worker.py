@@ -112,7 +112,7 @@ class Worker:
         server = await loop.create_server(factory, sock=s.hl7, backlog=1024)
         self.mllp_servers.append(server)
         index = WorklistIndex(self.store, s.ep, get_cfg)
-        listener = DicomListener(index, self.endpoints[s.ep].scp_aet, s.dicom)
+        listener = DicomListener(index, self.endpoints[s.ep], s.dicom)
         listener.start()
         self.dicom.append(listener)
 

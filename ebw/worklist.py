@@ -31,6 +31,8 @@ from .errors import StoreError
 from .store import Store
 
 SPS = "ScheduledProcedureStepSequence."
+# SPS start date + time as one DT value, for combined date-time matching (PS3.4 C.2.2.2.5.4)
+START_DATETIME = SPS + "_StartDateTime"
 
 # Attribute paths of a stored item (besides the ones filled in at query time).
 ITEM_PATIENT = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
@@ -66,6 +68,7 @@ VRS: dict[str, str] = {
     SPS + "ScheduledProcedureStepID": "SH",
     SPS + "ScheduledProcedureStepLocation": "SH",
     SPS + "ScheduledProcedureStepStatus": "CS",
+    START_DATETIME: "DT",
 }
 
 
@@ -122,6 +125,7 @@ def make_item(record: dict[str, Any]) -> dict[str, Any]:
     item[SPS + "ScheduledProcedureStepID"] = record["accession"]
     item[SPS + "ScheduledProcedureStepLocation"] = _dicom_text(v.get("point_of_care"))[:16]
     item["_ts"] = record["accession_ts"]
+    item["_vip"] = (v.get("vip") or "").upper()
     return item
 
 
@@ -132,9 +136,10 @@ class Renderer:
     conversion per distinct issue time at most.
     """
 
-    def __init__(self, cfg: EndpointConfig, now: float) -> None:
+    def __init__(self, cfg: EndpointConfig, now: float, zone: _dt.tzinfo | None = None) -> None:
         self.cfg = cfg
-        self.zone = ZoneInfo(cfg.timezone)
+        self.zone = zone or ZoneInfo(cfg.timezone)
+        self.station = "\\".join(cfg.calling_aets) if cfg.station_aet_matching == "strict" else ""
         local_now = _dt.datetime.fromtimestamp(now, self.zone)
         self.today = local_now.strftime("%Y%m%d")
         midnight = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -153,9 +158,10 @@ class Renderer:
         out["RequestedProcedureID"] = cfg.procedure_id
         out["RequestedProcedureDescription"] = cfg.procedure_description
         out[SPS + "Modality"] = cfg.modality
-        out[SPS + "ScheduledStationAETitle"] = ""
+        out[SPS + "ScheduledStationAETitle"] = self.station
         out[SPS + "ScheduledProcedureStepStartDate"] = start_date
         out[SPS + "ScheduledProcedureStepStartTime"] = start_time
+        out[START_DATETIME] = start_date + start_time
         out[SPS + "ScheduledProcedureStepDescription"] = cfg.procedure_description
         out[SPS + "ScheduledProcedureStepStatus"] = "SCHEDULED"
         return out

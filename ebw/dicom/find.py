@@ -20,6 +20,7 @@ status 0xFF01 (PS3.4 K.2.2.1.1.2).
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import threading
 import time
@@ -34,7 +35,7 @@ from .. import curation, metrics
 from ..config import EndpointConfig
 from ..errors import QueryError
 from ..store import Store, loads
-from ..worklist import SPS, VRS, Renderer, make_item
+from ..worklist import SPS, START_DATETIME, VRS, Renderer, make_item
 from . import match
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ STATUS_PENDING = 0xFF00
 STATUS_PENDING_UNSUPPORTED_KEYS = 0xFF01
 STATUS_CANCEL = 0xFE00
 STATUS_BAD_IDENTIFIER = 0xA900
+STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_UNABLE = 0xC001
 
 
@@ -58,6 +60,7 @@ class Query:
     unsupported: bool = False
     charset: str = ""
     timezone_requested: bool = False
+    timezone: str = ""  # (0008,0201) value sent by the SCU, if any
 
 
 def _value(elem: Any) -> str:
@@ -84,6 +87,7 @@ def parse_identifier(ds: Dataset) -> Query:
         if kw in NEVER_MATCHED:
             if kw == "TimezoneOffsetFromUTC":
                 q.timezone_requested = True
+                q.timezone = _value(elem).strip()
             continue
         if elem.VR == "SQ":
             if kw == SPS_KEYWORD:
@@ -115,6 +119,64 @@ def parse_identifier(ds: Dataset) -> Query:
     return q
 
 
+STATION = SPS + "ScheduledStationAETitle"
+START_DATE = SPS + "ScheduledProcedureStepStartDate"
+START_TIME = SPS + "ScheduledProcedureStepStartTime"
+# keys that name the patient (or the patient's encounter) when given a single value
+IDENTIFYING = ("PatientID", "PatientName", "AccessionNumber", "AdmissionID")
+
+
+def _universal(value: str) -> bool:
+    v = value.strip()
+    return v == "" or set(v) == {"*"}
+
+
+def combine_start(keys: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """SPS Start Date + Time given in the same form (both single values or both
+    ranges) are matched as one date-time (PS3.4 C.2.2.2.5.4; dcm4che does the
+    same): ``20261128``+``0800-1700`` is not combined, ``20261127-20261128`` +
+    ``2200-0600`` is 27th 22:00 to 28th 06:00."""
+    values = {p: v.strip() for p, _vr, v in keys}
+    d, t = values.get(START_DATE, ""), values.get(START_TIME, "")
+    if _universal(d) or _universal(t) or ("-" in d) != ("-" in t):
+        return keys
+    if "-" in d:
+        d_lo, _, d_hi = d.partition("-")
+        t_lo, _, t_hi = t.partition("-")
+        lo = d_lo + t_lo.replace(":", "") if d_lo else ""
+        hi = d_hi + t_hi.replace(":", "") if d_hi else ""
+        combined = f"{lo}-{hi}"
+    else:
+        combined = d + t.replace(":", "")
+    out = [k for k in keys if k[0] not in (START_DATE, START_TIME)]
+    out.append((START_DATETIME, "DT", combined))
+    return out
+
+
+def names_patient(keys: list[tuple[str, str, str]]) -> bool:
+    """True when a query names a patient: a single value (no wildcard) on one of
+    Patient ID, Patient's Name, Accession Number or Admission ID."""
+    for p, _vr, v in keys:
+        if p in IDENTIFYING:
+            v = v.strip()
+            if v and "*" not in v and "?" not in v:
+                return True
+    return False
+
+
+def query_zone(offset: str) -> _dt.tzinfo | None:
+    """The zone a query's Timezone Offset From UTC (``+HHMM``/``-HHMM``) names, if valid."""
+    if len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
+        minutes = int(offset[1:3]) * 60 + int(offset[3:5])
+        if minutes <= 14 * 60:
+            return _dt.timezone(_dt.timedelta(minutes=minutes if offset[0] == "+" else -minutes))
+    return None
+
+
+class Refused(Exception):
+    """A query refused by a limit (answered 0xA700 with an error comment)."""
+
+
 class WorklistIndex:
     """Selects the worklist items of one endpoint for a query.
 
@@ -130,12 +192,22 @@ class WorklistIndex:
         self._cache: dict[bytes, tuple[dict[str, Any] | None, float | None]] = {}
         self._cache_tag: tuple[Any, ...] = ()
 
-    def select(self, keys: list[tuple[str, str, str]], now: float | None = None) -> list[dict[str, Any]]:
-        compiled = match.compile_query(keys)
+    def select(
+        self, keys: list[tuple[str, str, str]], now: float | None = None, zone: _dt.tzinfo | None = None
+    ) -> list[dict[str, Any]]:
+        """The items matching ``keys`` (as ``parse_identifier`` gives them), after the
+        endpoint's station AE title rule, combined date-time matching, curation,
+        privacy (confidential encounters only for queries that name the patient)
+        and result caps (``Refused``).  ``zone``: the query's own timezone."""
         cfg = self.get_cfg()
+        if cfg.station_aet_matching != "strict":
+            keys = [k for k in keys if k[0] != STATION]
+        keys = combine_start(keys)
+        named = names_patient(keys)
+        compiled = match.compile_query(keys)
         now = time.time() if now is None else now
-        renderer = Renderer(cfg, now)
-        tag = (cfg, renderer.midnight_ts)
+        renderer = Renderer(cfg, now, zone)
+        tag = (cfg, renderer.midnight_ts, renderer.zone)
         with self._lock:
             if tag != self._cache_tag:
                 self._cache = {}
@@ -156,15 +228,21 @@ class WorklistIndex:
                 cache[raw] = entry
             item, expires = entry
             if item is not None and (expires is None or now < expires):
-                items.append(item)
+                if named or not item["_vip"] or item["_vip"] not in cfg.vip_values:
+                    items.append(item)
         if len(cache) > 2 * len(raws) + 1024 and patient_id is None:
             with self._lock:
                 if self._cache is cache:
                     self._cache = {raw: cache[raw] for raw in raws}
-        return [items[i] for i in match.filter_items(compiled, items)]
+        found = [items[i] for i in match.filter_items(compiled, items)]
+        if cfg.cfind_max_results and len(found) > cfg.cfind_max_results:
+            raise Refused(f"more than {cfg.cfind_max_results} matches: refine the query")
+        if not named and cfg.broad_query_max and len(found) > cfg.broad_query_max:
+            raise Refused(f"more than {cfg.broad_query_max} matches for a query that names no patient")
+        return found
 
-    def timezone_offset(self, now: float | None = None) -> str:
-        return Renderer(self.get_cfg(), time.time() if now is None else now).offset
+    def timezone_offset(self, now: float | None = None, zone: _dt.tzinfo | None = None) -> str:
+        return Renderer(self.get_cfg(), time.time() if now is None else now, zone).offset
 
 
 def _listing(
@@ -243,7 +321,16 @@ def make_handler(index: WorklistIndex) -> Callable[..., Iterator[tuple[int, Data
         t0 = time.perf_counter()
         try:
             q = parse_identifier(event.identifier)
-            items = index.select(q.keys)
+            zone = query_zone(q.timezone)
+            items = index.select(q.keys, zone=zone)
+        except Refused as exc:
+            log.info("%s: C-FIND from %s refused: %s", ep, event.assoc.requestor.ae_title, exc)
+            metrics.cfind_queries.labels(ep, "A700").inc()
+            status_ds = Dataset()
+            status_ds.Status = STATUS_OUT_OF_RESOURCES
+            status_ds.ErrorComment = str(exc)[:64]
+            yield status_ds, None
+            return
         except QueryError as exc:
             log.info("%s: C-FIND from %s refused: %s", ep, event.assoc.requestor.ae_title, exc)
             metrics.cfind_queries.labels(ep, "A900").inc()
@@ -258,7 +345,7 @@ def make_handler(index: WorklistIndex) -> Callable[..., Iterator[tuple[int, Data
         metrics.cfind_matches.labels(ep).observe(len(items))
         log.debug("%s: C-FIND from %s: %d matches", ep, event.assoc.requestor.ae_title, len(items))
         status = STATUS_PENDING_UNSUPPORTED_KEYS if q.unsupported else STATUS_PENDING
-        tz = index.timezone_offset() if q.timezone_requested else ""
+        tz = index.timezone_offset(zone=zone) if q.timezone_requested else ""
         for item in items:
             if event.is_cancelled:
                 metrics.cfind_queries.labels(ep, "FE00").inc()

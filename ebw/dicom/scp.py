@@ -12,6 +12,7 @@ pynetdicom logs C-FIND identifiers by default; that is switched off here
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -21,6 +22,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from ..config import EndpointConfig
 from .find import WorklistIndex, make_handler
 
 log = logging.getLogger(__name__)
@@ -31,11 +33,31 @@ _config.LOG_HANDLER_LEVEL = "none"
 
 
 class SharedSocketServer(ThreadedAssociationServer):
-    """A pynetdicom association server on an already listening, inherited socket."""
+    """A pynetdicom association server on an already listening, inherited socket.
 
-    def __init__(self, *args: Any, listen_socket: socket.socket, **kwargs: Any) -> None:
+    ``allow_from``: networks a peer must be in (empty: any); others are
+    disconnected before the association starts."""
+
+    def __init__(
+        self, *args: Any, listen_socket: socket.socket, allow_from: tuple[str, ...] = (), **kwargs: Any
+    ) -> None:
         self._listen_socket = listen_socket
+        self._allow_from = [ipaddress.ip_network(n) for n in allow_from]
         super().__init__(*args, **kwargs)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        if not self._allow_from:
+            return True
+        try:
+            peer = ipaddress.ip_address(client_address[0])
+        except ValueError:
+            return False
+        if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped:
+            peer = peer.ipv4_mapped
+        if any(peer in net for net in self._allow_from):
+            return True
+        log.warning("DICOM connection from %s refused: not in EBW_DICOM_ALLOW_FROM", client_address[0])
+        return False
 
     def server_bind(self) -> None:
         self.socket.close()
@@ -65,11 +87,15 @@ class SharedSocketServer(ThreadedAssociationServer):
 class DicomListener:
     """pynetdicom server for one endpoint, running in a thread of a worker."""
 
-    def __init__(self, index: WorklistIndex, scp_aet: str, listen_socket: socket.socket, max_associations: int = 64) -> None:
+    def __init__(
+        self, index: WorklistIndex, cfg: EndpointConfig, listen_socket: socket.socket, max_associations: int = 64
+    ) -> None:
+        scp_aet = cfg.scp_aet
         ae = AE(ae_title=scp_aet)
         ae.add_supported_context(ModalityWorklistInformationFind)
         ae.add_supported_context(Verification)
         ae.require_called_aet = True
+        ae.require_calling_aet = list(cfg.calling_aets)
         ae.maximum_associations = max_associations
         ae.network_timeout = 60
         ae.acse_timeout = 30
@@ -81,6 +107,7 @@ class DicomListener:
             evt_handlers=[(evt.EVT_C_FIND, make_handler(index))],
             server_class=SharedSocketServer,
             listen_socket=listen_socket,
+            allow_from=cfg.dicom_allow_from,
         )
         ae._servers.append(self.server)
         self.thread = threading.Thread(

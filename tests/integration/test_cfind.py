@@ -1,0 +1,221 @@
+"""MWL C-FIND rules through a real association: station AE title, combined date-time,
+timezones, access lists, privacy, result caps, C-CANCEL, and DCMTK findscu interop."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import threading
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+from tests.conftest import msa
+from tests.integration.test_lifecycle import load
+from tests.integration.test_slice import cfind, mwl_query
+
+pytestmark = pytest.mark.network
+
+
+def statuses(server, query: Dataset, calling: str = "TESTSCU") -> list[int]:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.scp_aet)
+    assert assoc.is_established
+    out = [s.Status for s, _ in assoc.send_c_find(query, ModalityWorklistInformationFind)]
+    assoc.release()
+    return out
+
+
+def admit(server, *names: str) -> None:
+    for n in names:
+        assert msa(server.send(load(n)))[0] == "AA"
+
+
+def test_station_ae_title_in_query_does_not_exclude_by_default(server):
+    admit(server, "010_a04_register")
+    got = cfind(server, mwl_query(SPS_ScheduledStationAETitle="US_CART_7"))
+    assert len(got) == 1
+
+
+def test_strict_station_matching_uses_the_allowed_stations(server_factory):
+    s = server_factory(EBW_STATION_AET_MATCHING="strict", EBW_CALLING_AETS="US1,US2").start()
+    admit(s, "010_a04_register")
+    assert len(cfind(s, mwl_query(SPS_ScheduledStationAETitle="US2"), calling="US2")) == 1
+    assert cfind(s, mwl_query(SPS_ScheduledStationAETitle="US9"), calling="US1") == []
+    got = cfind(s, mwl_query(), calling="US1")
+    assert got[0].ScheduledProcedureStepSequence[0].ScheduledStationAETitle == ["US1", "US2"]
+
+
+def test_calling_ae_allow_list(server_factory):
+    s = server_factory(EBW_CALLING_AETS="US1").start()
+    ae = AE(ae_title="INTRUDER")
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = ae.associate("127.0.0.1", s.dicom_port, ae_title="EBW")
+    assert assoc.is_rejected
+    assert cfind(s, mwl_query(), calling="US1") == []
+
+
+def test_source_address_allow_list(server_factory):
+    s = server_factory(EBW_DICOM_ALLOW_FROM="10.0.0.0/8").start()
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = ae.associate("127.0.0.1", s.dicom_port, ae_title="EBW")
+    assert not assoc.is_established
+    s2 = server_factory(EBW_DICOM_ALLOW_FROM="10.0.0.0/8,127.0.0.1").start()
+    assert cfind(s2, mwl_query()) == []
+
+
+def test_result_cap_refuses_with_a700(server_factory):
+    s = server_factory(EBW_CFIND_MAX_RESULTS="1").start()
+    admit(s, "010_a04_register", "050_a04_person_visit1")
+    assert statuses(s, mwl_query()) == [0xA700]
+    assert len(cfind(s, mwl_query(PatientID="L1"))) == 1
+
+
+def test_confidential_encounters_only_for_queries_naming_the_patient(server_factory):
+    s = server_factory(EBW_BROAD_QUERY_MAX="5").start()
+    vip = load("010_a04_register").replace(b"GREGORY^^^DR|5678^WILSON^JAMES||EM|||||||||LV1",
+                                           b"GREGORY^^^DR|5678^WILSON^JAMES||EM||||||Y|||LV1")
+    assert b"||Y|||LV1" in vip
+    assert msa(s.send(vip))[0] == "AA"
+    admit(s, "050_a04_person_visit1")
+    assert [i.PatientID for i in cfind(s, mwl_query())] == ["S1"]
+    assert [i.PatientID for i in cfind(s, mwl_query(PatientName="LIFE*"))] == []
+    assert [i.PatientID for i in cfind(s, mwl_query(PatientID="L1"))] == ["L1"]
+    assert [i.PatientID for i in cfind(s, mwl_query(PatientName="LIFE^ANNA"))] == ["L1"]
+
+
+def test_broad_query_cap(server_factory):
+    s = server_factory(EBW_BROAD_QUERY_MAX="1").start()
+    admit(s, "010_a04_register", "050_a04_person_visit1")
+    assert statuses(s, mwl_query()) == [0xA700]
+    assert statuses(s, mwl_query(PatientID="S1")) == [0xFF00, 0x0000]
+
+
+def test_combined_start_date_and_time_ranges(server):
+    admit(server, "010_a04_register")
+    item = cfind(server, mwl_query())[0].ScheduledProcedureStepSequence[0]
+    day, start = item.ScheduledProcedureStepStartDate, item.ScheduledProcedureStepStartTime
+    if start >= "235800":
+        pytest.skip("too close to midnight for this check")
+    yesterday = (dt.date(int(day[:4]), int(day[4:6]), int(day[6:])) - dt.timedelta(days=1)).strftime("%Y%m%d")
+    hi = (dt.datetime.strptime(start, "%H%M%S") + dt.timedelta(minutes=1)).strftime("%H%M")
+    # From yesterday 23:59 to today just after the item's start: only a combined
+    # date-time range matches (as two separate keys, 2359-hhmm matches nothing).
+    got = cfind(server, mwl_query(SPS_ScheduledProcedureStepStartDate=f"{yesterday}-{day}",
+                                  SPS_ScheduledProcedureStepStartTime=f"2359-{hi}"))
+    assert len(got) == 1
+    # Single date + single time (hour precision) also combine.
+    assert len(cfind(server, mwl_query(SPS_ScheduledProcedureStepStartDate=day,
+                                       SPS_ScheduledProcedureStepStartTime=start[:2]))) == 1
+    assert cfind(server, mwl_query(SPS_ScheduledProcedureStepStartDate=yesterday,
+                                   SPS_ScheduledProcedureStepStartTime=start[:2])) == []
+
+
+@pytest.mark.parametrize("tz", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])  # UTC+14, UTC-11
+def test_today_in_far_timezones(server_factory, tz):
+    s = server_factory(EBW_TIMEZONE=tz).start()
+    admit(s, "010_a04_register")
+    today = dt.datetime.now(ZoneInfo(tz)).strftime("%Y%m%d")
+    q = mwl_query(SPS_ScheduledProcedureStepStartDate=today)
+    q.TimezoneOffsetFromUTC = ""
+    got = cfind(s, q)
+    assert len(got) == 1
+    assert got[0].TimezoneOffsetFromUTC == ("+1400" if "Kiritimati" in tz else "-1100")
+
+
+def test_query_timezone_offset_is_honoured(server):
+    admit(server, "010_a04_register")
+    today_plus14 = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=14)).strftime("%Y%m%d")
+    q = mwl_query(SPS_ScheduledProcedureStepStartDate=today_plus14)
+    q.TimezoneOffsetFromUTC = "+1400"
+    got = cfind(server, q)
+    assert len(got) == 1 and got[0].TimezoneOffsetFromUTC == "+1400"
+    assert got[0].ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate == today_plus14
+
+
+def test_c_cancel_stops_the_responses(server_factory):
+    from bench.feed import Feed
+    from ebw.mllp import MllpClient
+
+    from ebw.dicom.net import nodelay_scu
+
+    nodelay_scu()
+    s = server_factory(EBW_FSYNC="off").start()
+    feed = Feed(seed=3, prefix="CC")
+    n = 2000  # responses are generated faster than they travel: enough that the cancel lands mid-way
+    with MllpClient("127.0.0.1", s.hl7_port) as c:
+        for _ in range(n):
+            e = feed.new_encounter()
+            e.patient_class = "E"
+            assert msa(c.send(feed.message("A04", e)))[0] == "AA"
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = ae.associate("127.0.0.1", s.dicom_port, ae_title="EBW")
+    seen: list[int] = []
+    responses = assoc.send_c_find(mwl_query(), ModalityWorklistInformationFind, msg_id=7)
+    for status, _ident in responses:
+        seen.append(status.Status)
+        if len(seen) == 1:
+            cx = assoc.accepted_contexts[0].context_id
+            threading.Thread(target=assoc.send_c_cancel, args=(7, cx)).start()
+    assoc.release()
+    assert seen[-1] == 0xFE00
+    assert len(seen) < n + 1
+
+
+def test_unknown_attribute_is_returned_empty_with_ff01(server):
+    admit(server, "010_a04_register")
+    q = mwl_query()
+    q.PatientWeight = None  # return key EBW does not hold: zero length, still FF00
+    q.MedicalAlerts = "DIABETES"  # a non-empty key EBW cannot match: ignored, FF01
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title="EBW")
+    rsp = list(assoc.send_c_find(q, ModalityWorklistInformationFind))
+    assoc.release()
+    assert [s.Status for s, _ in rsp] == [0xFF01, 0x0000]
+    ident = rsp[0][1]
+    assert "PatientWeight" in ident and not ident.PatientWeight
+
+
+def findscu() -> str | None:
+    """DCMTK's findscu (pynetdicom installs an app of the same name into the venv)."""
+    for cand in ("/usr/bin/findscu", "/usr/local/bin/findscu"):
+        if shutil.which(cand):
+            return cand
+    return None
+
+
+@pytest.mark.dcmtk
+@pytest.mark.skipif(findscu() is None, reason="DCMTK findscu not installed")
+@pytest.mark.parametrize("keys,expect", [
+    # what modalities really send: an empty SPS item, a station AE title, a date range, a charset
+    (["-k", "(0040,0100)[0]"], 1),
+    (["-k", "(0040,0100)[0].ScheduledStationAETitle=ULTRASOUND1", "-k", "(0040,0100)[0].Modality=US"], 1),
+    (["-k", "(0040,0100)[0].ScheduledProcedureStepStartDate=19000101-29991231"], 1),
+    (["-k", "(0040,0100)[0].ScheduledProcedureStepStartDate=19000101-19000102"], 0),
+    (["-k", "SpecificCharacterSet=ISO_IR 100", "-k", "PatientName=M*"], 1),
+    (["-k", "PatientName=m?ller*"], 1),
+])
+def test_findscu_interop(server, tmp_path, keys, expect):
+    admit(server, "033_latin1_8859_1")
+    out = subprocess.run(
+        [findscu(), "-W", "-aet", "ULTRASOUND1", "-aec", "EBW", "127.0.0.1", str(server.dicom_port),
+         "-k", "PatientName", "-k", "PatientID", "-k", "AccessionNumber", *keys, "-X", "-od", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    files = sorted(tmp_path.glob("rsp*.dcm"))
+    assert len(files) == expect
+    if expect:
+        import pydicom
+
+        ds = pydicom.dcmread(files[0])
+        assert str(ds.PatientName) == "MÜLLER^JOSÉ"
+        assert ds.PatientID == "R4"
