@@ -48,6 +48,7 @@ STATUS_PENDING_UNSUPPORTED_KEYS = 0xFF01
 STATUS_CANCEL = 0xFE00
 STATUS_BAD_IDENTIFIER = 0xA900
 STATUS_OUT_OF_RESOURCES = 0xA700
+SEND_AHEAD = 8  # responses queued ahead of the network at most
 STATUS_UNABLE = 0xC001
 
 
@@ -346,7 +347,15 @@ def make_handler(index: WorklistIndex) -> Callable[..., Iterator[tuple[int, Data
         log.debug("%s: C-FIND from %s: %d matches", ep, event.assoc.requestor.ae_title, len(items))
         status = STATUS_PENDING_UNSUPPORTED_KEYS if q.unsupported else STATUS_PENDING
         tz = index.timezone_offset(zone=zone) if q.timezone_requested else ""
+        outq = getattr(getattr(event.assoc, "dul", None), "to_provider_queue", None)
         for item in items:
+            # Backpressure: pynetdicom queues responses without bound; keep the queue
+            # short so memory stays flat and a C-CANCEL is seen within a few responses.
+            if outq is not None:
+                waited = 0
+                while outq.qsize() > SEND_AHEAD and waited < 60_000 and event.assoc.is_established:
+                    time.sleep(0.0005)
+                    waited += 1
             if event.is_cancelled:
                 metrics.cfind_queries.labels(ep, "FE00").inc()
                 yield STATUS_CANCEL, None
