@@ -16,6 +16,8 @@ endpoints      ``ep``                                  endpoint settings (JSON)
 enc            ``ep\\0<encounter key>``                encounter record (JSON)
 active         ``ep\\0<encounter key>``                ``active`` / ``pending``: open encounters
 seen           ``ep\\0MSH-3\\0MSH-4\\0MSH-10``        time applied (8-byte float): duplicate check
+changes        8-byte sequence number                  ``ep\\0<encounter key>`` changed (feed for the
+                                                       workers' in-memory worklists; bounded)
 journal        8-byte sequence number                  every message received, verbatim: header
                                                        length, JSON header, raw deflate of the bytes
 patient        ``ep\\0<PatientID>\\0<issuer>\\0<enc key>`` b"" -- every encounter of a patient
@@ -48,8 +50,8 @@ from .errors import StoreError
 
 SCHEMA_VERSION = 1
 SEP = b"\x00"
-DBS = ("meta", "endpoints", "enc", "active", "patient", "accession", "seen", "journal")
-INDEX_DBS = ("enc", "active", "patient", "seen")  # rebuilt by `ebw replay`
+DBS = ("meta", "endpoints", "enc", "active", "patient", "accession", "seen", "journal", "changes")
+INDEX_DBS = ("enc", "active", "patient", "seen", "changes")  # rebuilt by `ebw replay`
 
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
@@ -179,7 +181,9 @@ class Store:
     ) -> None:
         """Store ``record``.  ``old_ident`` is ``patient_ident()`` of the record it
         replaces (None: a new encounter), to keep the patient index right."""
-        txn.put(key(ep, enc_key), dumps(record), db=self.db["enc"])
+        k = key(ep, enc_key)
+        txn.put(k, dumps(record), db=self.db["enc"])
+        self._note_change(txn, k)
         new_ident = patient_ident(record)
         if new_ident != old_ident:
             if old_ident is not None:
@@ -192,7 +196,39 @@ class Store:
             return
         self.set_closed(txn, ep, enc_key)
         txn.delete(key(ep, enc_key), db=self.db["enc"])
+        self._note_change(txn, key(ep, enc_key))
         txn.delete(key(ep, *patient_ident(record), enc_key), db=self.db["patient"])
+
+    # -- change feed: lets each worker refresh its in-memory worklist incrementally --
+
+    def _note_change(self, txn: lmdb.Transaction, enc_db_key: bytes) -> None:
+        seq = self.next_seq(txn, "changes")
+        txn.put(_U64.pack(seq), enc_db_key, db=self.db["changes"], append=True)
+
+    def change_seq(self, txn: lmdb.Transaction) -> int:
+        raw = txn.get(b"seq:changes", db=self.db["meta"])
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def changes_since(self, txn: lmdb.Transaction, seq: int) -> list[bytes] | None:
+        """``ep\\0<encounter key>`` of every encounter changed after ``seq``, or None
+        when the feed no longer reaches back that far (read everything again)."""
+        cur = txn.cursor(db=self.db["changes"])
+        if seq and (not cur.first() or _U64.unpack(cur.key())[0] > seq + 1):
+            return None if self.change_seq(txn) > seq else []
+        out = []
+        if cur.set_range(_U64.pack(seq + 1)):
+            out = [bytes(v) for v in cur.iternext(keys=False, values=True)]
+        return out
+
+    def prune_changes(self, txn: lmdb.Transaction, keep: int = 200_000, limit: int = 5000) -> int:
+        """Drop the oldest change-feed entries beyond the last ``keep``."""
+        last = self.change_seq(txn)
+        cur = txn.cursor(db=self.db["changes"])
+        n = 0
+        while n < limit and cur.first() and _U64.unpack(cur.key())[0] <= last - keep:
+            cur.delete()
+            n += 1
+        return n
 
     def encounters_of_patient(self, txn: lmdb.Transaction, ep: str, patient_id: str, issuer: str | None = None) -> list[str]:
         """Encounter keys of a Patient ID (any issuer when ``issuer`` is None)."""

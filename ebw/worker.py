@@ -126,6 +126,7 @@ class Worker:
         if self._commits % 256 == 0:
             before = time.time() - self.cfg.journal_retention_days * 86400
             self.store.journal_prune(txn, before, limit=2000)
+            self.store.prune_changes(txn)
 
     async def _heartbeat(self) -> None:
         path = os.path.join(self.run_dir, f"heartbeat.{self.pid}")

@@ -179,10 +179,14 @@ class Refused(Exception):
 
 
 class WorklistIndex:
-    """Selects the worklist items of one endpoint for a query.
+    """The worklist of one endpoint, kept in memory per worker process.
 
-    Keeps a per-process cache of rendered items keyed by the stored encounter record, so
-    an unchanged item is decoded and rendered once per day, not once per query.
+    Loaded from LMDB once, then refreshed before each query from the store's
+    change feed (``Store.changes_since``), so every worker sees the others'
+    writes without re-reading the whole index.  Items are decoded and
+    rendered (``Renderer``) once per change, and again only when the endpoint's
+    settings, the day or the query's timezone change.  Matching runs in
+    ``ebw.dicom.match`` (Cython) over a list of the listed items.
     """
 
     def __init__(self, store: Store, ep: str, get_cfg: Callable[[], EndpointConfig]) -> None:
@@ -190,8 +194,14 @@ class WorklistIndex:
         self.ep = ep
         self.get_cfg = get_cfg
         self._lock = threading.Lock()
-        self._cache: dict[bytes, tuple[dict[str, Any] | None, float | None]] = {}
-        self._cache_tag: tuple[Any, ...] = ()
+        self._prefix = ep.encode() + b"\x00"
+        self._seq = -1  # change-feed position; -1: nothing loaded yet
+        self._raws: dict[bytes, bytes] = {}  # encounter key -> stored record (open encounters)
+        self._tag: tuple[Any, ...] = ()
+        self._items: dict[bytes, dict[str, Any]] = {}  # listed items, rendered under _tag
+        self._by_pid: dict[str, set[bytes]] = {}
+        self._list: list[dict[str, Any]] = []
+        self._list_stale = True
 
     def select(
         self, keys: list[tuple[str, str, str]], now: float | None = None, zone: _dt.tzinfo | None = None
@@ -208,55 +218,98 @@ class WorklistIndex:
         compiled = match.compile_query(keys)
         now = time.time() if now is None else now
         renderer = Renderer(cfg, now, zone)
-        tag = (cfg, renderer.midnight_ts, renderer.zone)
-        with self._lock:
-            if tag != self._cache_tag:
-                self._cache = {}
-                self._cache_tag = tag
-            cache = self._cache
-        rules = curation.rules_of(cfg.curation)
         patient_id = _exact(keys, "PatientID")
-        with self.store.read() as txn:
+        with self._lock:
+            self._refresh(cfg, renderer)
             if patient_id is not None:
-                raws = [raw for _, raw in self.store.active_by_patient_id(txn, self.ep, patient_id)]
+                candidates = [self._items[k] for k in self._by_pid.get(patient_id, ())]
             else:
-                raws = [raw for _, raw in self.store.iter_active_raw(txn, self.ep)]
-        items = []
-        for raw in raws:
-            entry = cache.get(raw)
-            if entry is None:
-                entry = _listing(loads(raw), rules, renderer)
-                cache[raw] = entry
-            item, expires = entry
-            if item is not None and (expires is None or now < expires):
-                if named or not item["_vip"] or item["_vip"] not in cfg.vip_values:
-                    items.append(item)
-        if len(cache) > 2 * len(raws) + 1024 and patient_id is None:
-            with self._lock:
-                if self._cache is cache:
-                    self._cache = {raw: cache[raw] for raw in raws}
-        found = [items[i] for i in match.filter_items(compiled, items)]
+                if self._list_stale:
+                    self._list = list(self._items.values())
+                    self._list_stale = False
+                candidates = self._list
+        found = []
+        for i in match.filter_items(compiled, candidates):
+            item = candidates[i]
+            expires = item["_expires"]
+            if expires is not None and now >= expires:
+                continue
+            if not named and item["_vip"] and item["_vip"] in cfg.vip_values:
+                continue
+            found.append(item)
         if cfg.cfind_max_results and len(found) > cfg.cfind_max_results:
             raise Refused(f"more than {cfg.cfind_max_results} matches: refine the query")
         if not named and cfg.broad_query_max and len(found) > cfg.broad_query_max:
             raise Refused(f"more than {cfg.broad_query_max} matches for a query that names no patient")
         return found
 
+    def _refresh(self, cfg: EndpointConfig, renderer: Renderer) -> None:
+        """Bring the in-memory worklist up to date (caller holds the lock)."""
+        changed: set[bytes] | None = set()
+        with self.store.read() as txn:
+            seq = self.store.change_seq(txn)
+            if self._seq < 0:
+                changed = None
+            elif seq != self._seq:
+                feed = self.store.changes_since(txn, self._seq)
+                if feed is None:
+                    changed = None
+                else:
+                    n = len(self._prefix)
+                    changed = {k[n:] for k in feed if k.startswith(self._prefix)}
+            if changed is None:  # (re)load everything
+                self._raws = {bytes(k): v for k, v in self.store.iter_active_raw(txn, self.ep)}
+            else:
+                active, enc = self.store.db["active"], self.store.db["enc"]
+                for enc_key in changed:
+                    dbkey = self._prefix + enc_key
+                    raw = txn.get(dbkey, db=enc) if txn.get(dbkey, db=active) is not None else None
+                    if raw is None:
+                        self._raws.pop(enc_key, None)
+                    else:
+                        self._raws[enc_key] = raw
+            self._seq = seq
+        tag = (cfg, renderer.midnight_ts, renderer.zone)
+        rules = curation.rules_of(cfg.curation)
+        if changed is None or tag != self._tag:
+            self._tag = tag
+            self._items, self._by_pid = {}, {}
+            for enc_key, raw in self._raws.items():
+                self._set_item(enc_key, _listing(loads(raw), rules, renderer))
+            self._list_stale = True
+        elif changed:
+            for enc_key in changed:
+                raw = self._raws.get(enc_key)
+                self._set_item(enc_key, None if raw is None else _listing(loads(raw), rules, renderer))
+            self._list_stale = True
+
+    def _set_item(self, enc_key: bytes, item: dict[str, Any] | None) -> None:
+        old = self._items.pop(enc_key, None)
+        if old is not None:
+            keys = self._by_pid.get(old["PatientID"])
+            if keys is not None:
+                keys.discard(enc_key)
+                if not keys:
+                    del self._by_pid[old["PatientID"]]
+        if item is not None:
+            self._items[enc_key] = item
+            self._by_pid.setdefault(item["PatientID"], set()).add(enc_key)
+
     def timezone_offset(self, now: float | None = None, zone: _dt.tzinfo | None = None) -> str:
         return Renderer(self.get_cfg(), time.time() if now is None else now, zone).offset
 
 
-def _listing(
-    record: dict[str, Any], rules: curation.Rules, renderer: Renderer
-) -> tuple[dict[str, Any] | None, float | None]:
-    """(rendered item or None when the rules leave it out, time it expires or None)."""
+def _listing(record: dict[str, Any], rules: curation.Rules, renderer: Renderer) -> dict[str, Any] | None:
+    """The rendered item (with ``_expires``: when it leaves the list by age, or
+    None), or None when the curation rules leave the encounter out."""
     facts = curation.facts_of(record)
     listed, _reasons = rules.decide(facts, record.get("status", ""), 0.0)
     if not listed:
-        return None, None
+        return None
     limit = rules.max_age_seconds(facts["patient_class"])
-    expires = None if limit is None else curation.opened_at(record) + limit
-    return renderer.render(make_item(record)), expires
+    item = renderer.render(make_item(record))
+    item["_expires"] = None if limit is None else curation.opened_at(record) + limit
+    return item
 
 
 def _exact(keys: list[tuple[str, str, str]], path: str) -> str | None:

@@ -42,12 +42,17 @@ def build(i: int, ev: str, a: str, b: str) -> bytes:
     return msg(ev, f"C{i}", a, f"{a}{b}", name=f"NAME^{a}", when=when).encode()
 
 
+def _ids(items: list[dict]) -> list[tuple[str, str, str]]:
+    return sorted((i["PatientID"], i["AdmissionID"], i["PatientName"]) for i in items)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(event, min_size=1, max_size=25))
 def test_random_event_sequences_keep_the_worklist_consistent(events):
     with tempfile.TemporaryDirectory() as d:
         store = Store(d, 64, sync=False)
         try:
+            live = WorklistIndex(store, "default", lambda: CFG)  # refreshed from the change feed
             merged_away: set[str] = set()
             # model: encounter (visit key) -> open?  and visit -> current owner patient
             open_state: dict[str, bool] = {}
@@ -56,6 +61,8 @@ def test_random_event_sequences_keep_the_worklist_consistent(events):
                 change = parse(build(i, ev, a, b))
                 with store.write() as txn:
                     encounters.apply(store, txn, "default", CFG, change, time.time())
+                fresh = WorklistIndex(store, "default", lambda: CFG).select([])
+                assert _ids(live.select([])) == _ids(fresh)
                 if ev == "A40":
                     if a != b:
                         merged_away.add(a)
