@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ebw-installed
 SOURCES := pyproject.toml setup.py $(wildcard ebw/_fast/*.pyx ebw/_fast/*.pxd)
 
-.PHONY: install serve test test-fast bench lint clean
+.PHONY: install serve test bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,7 @@ test: install
 bench: install
 	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-group-by=group
 	$(BIN)/python -m bench.load --connections 1 --connections 8 --items 10000
+	$(BIN)/python -m bench.cfind --items 10000
 
 clean:
 	rm -rf $(VENV) build *.egg-info ebw/_fast/*.c ebw/_fast/*.so ebw/_fast/*.html

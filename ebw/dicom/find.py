@@ -30,6 +30,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .. import curation, metrics
 from ..config import EndpointConfig
@@ -37,6 +38,9 @@ from ..errors import QueryError
 from ..store import Store, loads
 from ..worklist import SPS, START_DATETIME, VRS, Renderer, make_item
 from . import match
+from .encode import PreEncoded, encode_identifier, install
+
+install()
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +343,24 @@ def _charset_for(values: list[str], requested: str) -> tuple[str, str]:
     return "ISO_IR 192", "utf_8"
 
 
+def encode_response(q: Query, item: dict[str, Any], tz_offset: str, explicit: bool) -> PreEncoded:
+    """The response identifier as bytes (see ``ebw.dicom.encode``); same content as
+    ``build_response``."""
+    values = [item.get(kw, "") if kw in VRS else "" for kw in q.top]
+    sps_values = [item.get(SPS + kw, "") for kw in q.sps] if q.sps is not None else []
+    charset, codec = _charset_for(values + sps_values, q.charset)
+    top = list(zip(q.top, values))
+    if charset:
+        top.append(("SpecificCharacterSet", charset))
+    elif q.charset:
+        top.append(("SpecificCharacterSet", q.charset))
+        codec = "ascii"
+    if q.timezone_requested:
+        top.append(("TimezoneOffsetFromUTC", tz_offset))
+    sps = list(zip(q.sps, sps_values)) if q.sps is not None else None
+    return PreEncoded(encode_identifier(top, sps, q.empty_sequences, codec, explicit), explicit)
+
+
 def build_response(q: Query, item: dict[str, Any], tz_offset: str) -> Dataset:
     ds = Dataset()
     values: list[str] = []
@@ -401,6 +423,9 @@ def make_handler(index: WorklistIndex) -> Callable[..., Iterator[tuple[int, Data
         status = STATUS_PENDING_UNSUPPORTED_KEYS if q.unsupported else STATUS_PENDING
         tz = index.timezone_offset(zone=zone) if q.timezone_requested else ""
         outq = getattr(getattr(event.assoc, "dul", None), "to_provider_queue", None)
+        ts = event.context.transfer_syntax
+        direct = ts in (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
+        explicit = ts == ExplicitVRLittleEndian
         for item in items:
             # Backpressure: pynetdicom queues responses without bound; keep the queue
             # short so memory stays flat and a C-CANCEL is seen within a few responses.
@@ -413,7 +438,7 @@ def make_handler(index: WorklistIndex) -> Callable[..., Iterator[tuple[int, Data
                 metrics.cfind_queries.labels(ep, "FE00").inc()
                 yield STATUS_CANCEL, None
                 return
-            yield status, build_response(q, item, tz)
+            yield status, (encode_response(q, item, tz, explicit) if direct else build_response(q, item, tz))
         metrics.cfind_queries.labels(ep, "0000").inc()
 
     return handle_find

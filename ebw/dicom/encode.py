@@ -1,0 +1,105 @@
+"""Direct encoding of C-FIND response identifiers, bypassing pydicom Datasets.
+
+Profiling an "all of today" answer showed pydicom dominating: building a
+Dataset per item and writing it cost ~45% of the SCP's time.  A worklist
+response holds only short strings and one sequence, so EBW writes the bytes
+itself (little endian, implicit or explicit VR; a sequence of one item with
+defined lengths) and hands pynetdicom a ``PreEncoded`` identifier that its
+encoder passes through (``install()`` patches ``pynetdicom.service_class.encode``
+once).  ``tests/unit/test_encode.py`` checks the bytes against pydicom's own
+encoding of the same values.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+from typing import Any
+
+import pynetdicom.service_class as _sc
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
+
+_TEXT_PAD = b" "
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
+
+
+class PreEncoded(Dataset):
+    """An identifier already encoded for one little-endian transfer syntax."""
+
+    def __init__(self, data: bytes, explicit: bool) -> None:
+        super().__init__()
+        object.__setattr__(self, "_ebw_data", data)
+        object.__setattr__(self, "_ebw_explicit", explicit)
+
+
+@lru_cache(maxsize=1024)
+def _tag_vr(keyword: str) -> tuple[int, str]:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    vr = dictionary_VR(tag)
+    return tag, vr.split(" or ")[0]
+
+
+def _value_bytes(vr: str, value: str, codec: str) -> bytes:
+    raw = value.encode(codec if vr in ("PN", "LO", "SH", "LT", "ST", "UT", "UC") else "ascii", "replace")
+    if len(raw) % 2:
+        raw += b"\x00" if vr == "UI" else _TEXT_PAD
+    return raw
+
+
+def _element(tag: int, vr: str, payload: bytes, explicit: bool) -> bytes:
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if not explicit:
+        return head + struct.pack("<I", len(payload)) + payload
+    if vr in _LONG_VRS:
+        return head + vr.encode() + b"\x00\x00" + struct.pack("<I", len(payload)) + payload
+    return head + vr.encode() + struct.pack("<H", len(payload)) + payload
+
+
+def encode_identifier(
+    top: list[tuple[str, str]], sps: list[tuple[str, str]] | None, empty_sequences: list[str], codec: str,
+    explicit: bool,
+) -> bytes:
+    """Encode (keyword, value) pairs, the SPS item and empty sequences, in tag order."""
+    elems: list[tuple[int, bytes]] = []
+    for kw, value in top:
+        tag, vr = _tag_vr(kw)
+        elems.append((tag, _element(tag, vr, _value_bytes(vr, value, codec), explicit)))
+    if sps is not None:
+        item_elems = []
+        for kw, value in sps:
+            tag, vr = _tag_vr(kw)
+            item_elems.append((tag, _element(tag, vr, _value_bytes(vr, value, codec), explicit)))
+        item_elems.sort()
+        body = b"".join(e for _, e in item_elems)
+        item = struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
+        tag, _vr = _tag_vr("ScheduledProcedureStepSequence")
+        elems.append((tag, _element(tag, "SQ", item, explicit)))
+    for kw in empty_sequences:
+        tag, _vr = _tag_vr(kw)
+        elems.append((tag, _element(tag, "SQ", b"", explicit)))
+    elems.sort()
+    return b"".join(e for _, e in elems)
+
+
+_installed = False
+
+
+def install() -> None:
+    """Let pynetdicom's C-FIND SCP send ``PreEncoded`` identifiers as they are."""
+    global _installed
+    if _installed:
+        return
+    original = _sc.encode
+
+    def encode(ds: Any, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False) -> bytes | None:
+        if isinstance(ds, PreEncoded):
+            if is_little_endian and not deflated and ds._ebw_explicit != is_implicit_vr:
+                return ds._ebw_data
+            raise ValueError("identifier pre-encoded for another transfer syntax")
+        return original(ds, is_implicit_vr, is_little_endian, deflated)
+
+    _sc.encode = encode
+    _installed = True

@@ -1,0 +1,43 @@
+"""The direct identifier encoder writes what pydicom writes for the same response."""
+
+from __future__ import annotations
+
+
+import pytest
+from pydicom.filewriter import write_dataset
+from pydicom.filebase import DicomBytesIO
+
+from ebw.dicom.find import Query, build_response, encode_response
+from ebw.worklist import SPS
+
+ITEM = {
+    "PatientName": "MÜLLER^JOSÉ", "PatientID": "R4", "PatientBirthDate": "19700101", "PatientSex": "F",
+    "AccessionNumber": "EB000000000001", "StudyInstanceUID": "2.25.123", "AdmissionID": "V1",
+    SPS + "Modality": "US", SPS + "ScheduledProcedureStepStartDate": "20261128",
+    SPS + "ScheduledProcedureStepStartTime": "101500", SPS + "ScheduledStationAETitle": "",
+}
+
+
+def pydicom_bytes(ds, explicit: bool) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = not explicit
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+@pytest.mark.parametrize("charset", ["", "ISO_IR 100", "ISO_IR 192"])
+@pytest.mark.parametrize("tz", [False, True])
+def test_same_bytes_as_pydicom(explicit, charset, tz):
+    q = Query(top=["PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyInstanceUID",
+                   "PatientWeight", "AdmissionID"],
+              sps=["Modality", "ScheduledProcedureStepStartDate", "ScheduledStationAETitle"],
+              empty_sequences=["ReferencedStudySequence"], charset=charset, timezone_requested=tz)
+    ds = build_response(q, ITEM, "+0100")
+    ds.ScheduledProcedureStepSequence.is_undefined_length = False
+    for item in ds.ScheduledProcedureStepSequence:
+        item.is_undefined_length_sequence_item = False
+    ds.ReferencedStudySequence.is_undefined_length = False
+    mine = encode_response(q, ITEM, "+0100", explicit)._ebw_data
+    assert mine == pydicom_bytes(ds, explicit)
