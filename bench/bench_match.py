@@ -23,8 +23,21 @@ fast = pytest.importorskip("ebw._fast.cfind")
 N_ITEMS = 10_000
 SPS = "ScheduledProcedureStepSequence."
 SYLLABLES = [
-    "SMI", "TH", "KOR", "VAL", "EN", "BRO", "DAN", "MER",
-    "IS", "OL", "TAR", "QUI", "NE", "LO", "ZA",
+    "SMI",
+    "TH",
+    "KOR",
+    "VAL",
+    "EN",
+    "BRO",
+    "DAN",
+    "MER",
+    "IS",
+    "OL",
+    "TAR",
+    "QUI",
+    "NE",
+    "LO",
+    "ZA",
 ]
 GIVEN = ["ALEX", "SAM", "KIM", "ROBIN", "JO", "MAX", "NOA", "RENE", "ELI", "TONI"]
 MODALITIES = ["US", "US", "US", "CT", "MR", "CR", "XA", "DX"]

@@ -12,10 +12,50 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-FAMILY = ["SMITH", "JOHNSON", "GARCÍA", "MÜLLER", "NGUYEN", "O'BRIEN", "KOWALSKI", "DUBOIS", "ÅSTRÖM",
-          "ROSSI", "TANAKA", "PATEL", "SILVA", "IVANOV", "MARTIN", "BROWN", "LÓPEZ", "SCHMIDT", "KIM", "JØRGENSEN"]
-GIVEN = ["JANE", "JOHN", "MARÍA", "JOSÉ", "LEA", "ZOË", "AHMED", "ANNA", "LUCAS", "CHLOÉ", "NOAH", "SØREN",
-         "EMMA", "OLIVER", "AMÉLIE", "LIAM", "MIA", "ETHAN", "ISABELLA", "FRANÇOIS"]
+FAMILY = [
+    "SMITH",
+    "JOHNSON",
+    "GARCÍA",
+    "MÜLLER",
+    "NGUYEN",
+    "O'BRIEN",
+    "KOWALSKI",
+    "DUBOIS",
+    "ÅSTRÖM",
+    "ROSSI",
+    "TANAKA",
+    "PATEL",
+    "SILVA",
+    "IVANOV",
+    "MARTIN",
+    "BROWN",
+    "LÓPEZ",
+    "SCHMIDT",
+    "KIM",
+    "JØRGENSEN",
+]
+GIVEN = [
+    "JANE",
+    "JOHN",
+    "MARÍA",
+    "JOSÉ",
+    "LEA",
+    "ZOË",
+    "AHMED",
+    "ANNA",
+    "LUCAS",
+    "CHLOÉ",
+    "NOAH",
+    "SØREN",
+    "EMMA",
+    "OLIVER",
+    "AMÉLIE",
+    "LIAM",
+    "MIA",
+    "ETHAN",
+    "ISABELLA",
+    "FRANÇOIS",
+]
 FACILITIES = ["GENHOSP", "NORTHMC", "WESTCLINIC", "CHILDRENS"]
 UNITS = ["ED", "ICU", "MED1", "SURG2", "L&D", "PEDS", "ORTHO", "CARD"]
 CLASSES = ["E", "E", "E", "I", "I", "O"]

@@ -50,8 +50,7 @@ def main() -> None:
     ae = AE(ae_title="FLOOR")
     ae.add_supported_context(ModalityWorklistInformationFind)
     ae.maximum_associations = 64
-    server = ae.make_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_FIND, handle)],
-                            server_class=NoDelayServer)
+    server = ae.make_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_FIND, handle)], server_class=NoDelayServer)
     ae._servers.append(server)
     print("ready", flush=True)
     server.serve_forever()

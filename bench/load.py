@@ -122,13 +122,15 @@ def cfind_timings(host: str, port: int, aet: str, queries: dict[str, Any], repea
             assoc.release()
             times.append(time.perf_counter() - t0)
             counts.append(n)
-        rows.append({
-            "query": name,
-            "matches": counts[0],
-            "runs": len(times),
-            "p50_ms": round(statistics.median(times) * 1000, 1),
-            "max_ms": round(max(times) * 1000, 1),
-        })
+        rows.append(
+            {
+                "query": name,
+                "matches": counts[0],
+                "runs": len(times),
+                "p50_ms": round(statistics.median(times) * 1000, 1),
+                "max_ms": round(max(times) * 1000, 1),
+            }
+        )
     return rows
 
 
@@ -143,13 +145,22 @@ class Server:
 
         self.dir = tempfile.mkdtemp(prefix="ebw-bench-")
         self.hl7_port, self.dicom_port, self.http_port = free_port(), free_port(), free_port()
-        env = {**os.environ, "EBW_DATA_DIR": self.dir + "/data", "EBW_HL7_HOST": "127.0.0.1",
-               "EBW_DICOM_HOST": "127.0.0.1", "EBW_HL7_PORT": str(self.hl7_port),
-               "EBW_DICOM_PORT": str(self.dicom_port), "EBW_HTTP_PORT": str(self.http_port),
-               "EBW_WORKERS": str(workers), "EBW_FSYNC": fsync, "EBW_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "EBW_DATA_DIR": self.dir + "/data",
+            "EBW_HL7_HOST": "127.0.0.1",
+            "EBW_DICOM_HOST": "127.0.0.1",
+            "EBW_HL7_PORT": str(self.hl7_port),
+            "EBW_DICOM_PORT": str(self.dicom_port),
+            "EBW_HTTP_PORT": str(self.http_port),
+            "EBW_WORKERS": str(workers),
+            "EBW_FSYNC": fsync,
+            "EBW_LOG_LEVEL": "WARNING",
+        }
         self.log = open(self.dir + "/ebw.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ebw", "serve"], env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ebw", "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -168,16 +179,17 @@ class Server:
 
 def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
-    line = "  ".join(c.rjust(w) for c, w in zip(cols, widths))
+    line = "  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
     for r in rows:
-        out.append("  ".join(str(r.get(c, "")).rjust(w) for c, w in zip(cols, widths)))
+        out.append("  ".join(str(r.get(c, "")).rjust(w) for c, w in zip(cols, widths, strict=True)))
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--hl7-port", type=int, help="MLLP port of a running server (default: start one)")
     p.add_argument("--dicom-port", type=int)
@@ -227,10 +239,16 @@ def main(argv: list[str] | None = None) -> int:
         if server:
             server.stop()
 
-    print("\nADT over MLLP, each sender waits for its ACK "
-          f"(workers={args.workers}, EBW_FSYNC={args.fsync}, ~1.1 kB 17-segment messages):")
-    print(table(result["adt"], ["connections", "messages", "msg_per_s", "ack_p50_ms", "ack_p95_ms",
-                                "ack_p99_ms", "ack_max_ms", "acks"]))
+    print(
+        "\nADT over MLLP, each sender waits for its ACK "
+        f"(workers={args.workers}, EBW_FSYNC={args.fsync}, ~1.1 kB 17-segment messages):"
+    )
+    print(
+        table(
+            result["adt"],
+            ["connections", "messages", "msg_per_s", "ack_p50_ms", "ack_p95_ms", "ack_p99_ms", "ack_max_ms", "acks"],
+        )
+    )
     print(f"\nC-FIND with {args.items} active encounters (one association per query, TCP_NODELAY):")
     print(table(result["cfind"], ["query", "matches", "runs", "p50_ms", "max_ms"]))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -110,10 +110,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"\nebw: {exc}", file=sys.stderr)
         return 1
     print(file=sys.stderr)
-    print(("dry run (nothing written): " if args.dry_run else "")
-          + f"{r.replayed} messages replayed, {r.skipped} skipped (not AA), {r.failed} failed; "
-          f"{r.encounters} encounters, {r.active} active; accession numbers kept {r.accessions_kept}, "
-          f"new {r.accessions_new}; {r.seconds:.1f} s")
+    print(
+        ("dry run (nothing written): " if args.dry_run else "")
+        + f"{r.replayed} messages replayed, {r.skipped} skipped (not AA), {r.failed} failed; "
+        f"{r.encounters} encounters, {r.active} active; accession numbers kept {r.accessions_kept}, "
+        f"new {r.accessions_new}; {r.seconds:.1f} s"
+    )
     return 0
 
 
@@ -172,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the server in the foreground")
     s.set_defaults(func=_cmd_serve)
     s = sub.add_parser("send", help="send HL7 messages from files over MLLP and print the ACKs")
-    s.add_argument("files", nargs="+", metavar="FILE", help="HL7 file(s): MLLP-framed or one segment per line; - for stdin")
+    s.add_argument(
+        "files", nargs="+", metavar="FILE", help="HL7 file(s): MLLP-framed or one segment per line; - for stdin"
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=2575)
     s.add_argument("--timeout", type=float, default=30.0)

@@ -105,7 +105,7 @@ class Committer:
 
 
 def _deliver(batch: list[tuple[Job, asyncio.Future[Any]]], results: list[Any]) -> None:
-    for (_job, fut), res in zip(batch, results):
+    for (_job, fut), res in zip(batch, results, strict=True):
         if fut.cancelled():
             continue
         if isinstance(res, BaseException):

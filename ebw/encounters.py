@@ -71,7 +71,12 @@ class Applied:
 
 
 def apply(
-    store: Store, txn: Any, ep: str, cfg: EndpointConfig, change: Change, now: float,
+    store: Store,
+    txn: Any,
+    ep: str,
+    cfg: EndpointConfig,
+    change: Change,
+    now: float,
     reuse: dict[str, list[list[Any]]] | None = None,
 ) -> Applied:
     """Apply one change.  ``reuse`` (replay only) maps encounter keys to the accession
@@ -91,7 +96,12 @@ class _Ctx:
     __slots__ = ("store", "txn", "ep", "cfg", "now", "issued", "reuse")
 
     def __init__(
-        self, store: Store, txn: Any, ep: str, cfg: EndpointConfig, now: float,
+        self,
+        store: Store,
+        txn: Any,
+        ep: str,
+        cfg: EndpointConfig,
+        now: float,
         reuse: dict[str, list[list[Any]]] | None = None,
     ) -> None:
         self.store, self.txn, self.ep, self.cfg, self.now = store, txn, ep, cfg, now
@@ -113,9 +123,7 @@ class _Ctx:
                 self.store, self.txn, self.cfg, self.ep, enc_key, self.now
             )
             record["accession_ts"] = self.now
-            record.setdefault("accession_history", []).append(
-                [record["accession"], self.now, record["study_uid"]]
-            )
+            record.setdefault("accession_history", []).append([record["accession"], self.now, record["study_uid"]])
             self.issued += 1
         self.store.put_encounter(self.txn, self.ep, enc_key, record, old_ident)
         if record["status"] in OPEN:
@@ -153,9 +161,7 @@ def _stamp(record: dict[str, Any], change: Change, now: float) -> None:
 
 def _is_stale(record: dict[str, Any], change: Change) -> bool:
     last = record.get("when")
-    return (
-        change.event not in CANCELS and change.when is not None and last is not None and change.when < last
-    )
+    return change.event not in CANCELS and change.when is not None and last is not None and change.when < last
 
 
 def _dispatch(c: _Ctx, change: Change) -> Applied:
@@ -274,7 +280,6 @@ def _rekey(c: _Ctx, old_key: str, new_key: str, change: Change | None = None) ->
     record = c.get(old_key)
     if record is None:
         return
-    ident = patient_ident(record)
     target = c.get(new_key)
     # close the old key: it must never be listed again
     c.store.set_closed(c.txn, c.ep, old_key)

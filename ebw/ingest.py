@@ -21,8 +21,8 @@ from .config import EndpointConfig
 from .errors import ParseError, RejectError, StoreError
 from .hl7 import ack as hl7ack
 from .hl7.adt import Change, Header, Mapping, parse, parse_header
-from .hl7.text import CHARSETS
 from .hl7.scan import scan
+from .hl7.text import CHARSETS
 from .log import shape
 from .store import Store, pack_message
 
@@ -94,7 +94,9 @@ class Hl7Endpoint:
         def job(txn: Any) -> encounters.Applied:
             now = time.time()
             applied = encounters.apply(store, txn, ep, cfg, change, now)
-            store.journal_append(txn, _journal_header(now, ep, change.header, "AA", change.event, applied.outcome), packed)
+            store.journal_append(
+                txn, _journal_header(now, ep, change.header, "AA", change.event, applied.outcome), packed
+            )
             return applied
 
         return job

@@ -68,7 +68,8 @@ def _saved_accessions(store: Store, txn: Any) -> dict[str, dict[str, list[list[A
         record = loads(v)
         history = record.get("accession_history") or (
             [[record["accession"], record.get("accession_ts", 0.0), record.get("study_uid", "")]]
-            if record.get("accession") else []
+            if record.get("accession")
+            else []
         )
         if history:
             saved.setdefault(ep, {})[enc_key] = history
@@ -114,8 +115,9 @@ def replay(cfg: Config, dry_run: bool = False, progress: Any = None, observe: An
                             try:
                                 change = parse(raw, mapping_for(ecfg))
                                 with target.env.begin(write=True, parent=txn) as child:
-                                    applied = encounters.apply(target, child, ep, ecfg, change,
-                                                               float(head.get("t", 0.0)), reuse=saved.get(ep))
+                                    applied = encounters.apply(
+                                        target, child, ep, ecfg, change, float(head.get("t", 0.0)), reuse=saved.get(ep)
+                                    )
                                 report.accessions_new += applied.accessions
                                 report.replayed += 1
                             except (ParseError, RejectError, EbwError):
@@ -188,8 +190,12 @@ def dry_run_rules(cfg: Config, candidate: str, ep: str = "default", step_seconds
             state["next"] += step_seconds
 
     report = replay(cfg, dry_run=True, observe=observe)
-    return RulesReport(samples, sorted(final.get("new", set()) - final.get("old", set())),
-                       sorted(final.get("old", set()) - final.get("new", set())), report)
+    return RulesReport(
+        samples,
+        sorted(final.get("new", set()) - final.get("old", set())),
+        sorted(final.get("old", set()) - final.get("new", set())),
+        report,
+    )
 
 
 def explain(cfg: Config, patient_id: str | None = None, visit: str | None = None) -> list[str]:
@@ -209,7 +215,7 @@ def explain(cfg: Config, patient_id: str | None = None, visit: str | None = None
                     prefix = ep.encode() + b"\x00"
                     for k in txn.cursor(db=store.db["enc"]).iternext(values=False):
                         if k.startswith(prefix) and k.decode("utf-8").rsplit("|", 1)[-1] == visit:
-                            keys.append(k[len(prefix):].decode("utf-8"))
+                            keys.append(k[len(prefix) :].decode("utf-8"))
                 for enc_key in keys:
                     record = store.get_encounter(txn, ep, enc_key)
                     if record is None:

@@ -176,7 +176,11 @@ class Store:
         return None if raw is None else loads(raw)
 
     def put_encounter(
-        self, txn: lmdb.Transaction, ep: str, enc_key: str, record: dict[str, Any],
+        self,
+        txn: lmdb.Transaction,
+        ep: str,
+        enc_key: str,
+        record: dict[str, Any],
         old_ident: tuple[str, str] | None,
     ) -> None:
         """Store ``record``.  ``old_ident`` is ``patient_ident()`` of the record it
@@ -230,7 +234,9 @@ class Store:
             n += 1
         return n
 
-    def encounters_of_patient(self, txn: lmdb.Transaction, ep: str, patient_id: str, issuer: str | None = None) -> list[str]:
+    def encounters_of_patient(
+        self, txn: lmdb.Transaction, ep: str, patient_id: str, issuer: str | None = None
+    ) -> list[str]:
         """Encounter keys of a Patient ID (any issuer when ``issuer`` is None)."""
         prefix = key(ep, patient_id) + SEP
         if issuer is not None:

@@ -100,8 +100,11 @@ class Supervisor:
             self.http = HttpServer(self.cfg.http_host, self.cfg.http_port, self.health)
         except OSError as exc:
             reason = "port already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-            raise ConfigError("EBW_HTTP_PORT", str(self.cfg.http_port),
-                              f"cannot listen on {self.cfg.http_host}:{self.cfg.http_port}: {reason}") from None
+            raise ConfigError(
+                "EBW_HTTP_PORT",
+                str(self.cfg.http_port),
+                f"cannot listen on {self.cfg.http_host}:{self.cfg.http_port}: {reason}",
+            ) from None
 
     # -- the loop ------------------------------------------------------------------
 
@@ -253,9 +256,7 @@ class Supervisor:
             pass
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        ready = sum(
-            1 for pid in list(self.workers) if os.path.exists(os.path.join(self.run_dir, f"ready.{pid}"))
-        )
+        ready = sum(1 for pid in list(self.workers) if os.path.exists(os.path.join(self.run_dir, f"ready.{pid}")))
         ok = not self.stopping and ready == self.cfg.workers
         return ok, {"workers": self.cfg.workers, "ready": ready}
 

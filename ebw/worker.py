@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,15 @@ class Worker:
         listener = DicomListener(index, self.endpoints[s.ep], s.dicom)
         listener.start()
         self.dicom.append(listener)
+        # Load the worklist into memory now rather than on the first query.
+        threading.Thread(target=self._warm, args=(index,), name=f"warm-{s.ep}", daemon=True).start()
+
+    @staticmethod
+    def _warm(index: WorklistIndex) -> None:
+        try:
+            index.select([])
+        except Exception:  # noqa: BLE001 - the first query will try again and report
+            log.exception("loading the worklist of %s failed", index.ep)
 
     def _update_gauges(self, txn: Any) -> None:
         for ep in self.endpoints:

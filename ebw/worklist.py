@@ -84,9 +84,7 @@ def new_study_uid() -> str:
     return f"2.25.{uuid.uuid4().int}"
 
 
-def issue_accession(
-    store: Store, txn: Any, cfg: EndpointConfig, ep: str, enc_key: str, now: float
-) -> tuple[str, str]:
+def issue_accession(store: Store, txn: Any, cfg: EndpointConfig, ep: str, enc_key: str, now: float) -> tuple[str, str]:
     """Issue the next accession number for an encounter inside ``txn``.
 
     Returns ``(accession, study_uid)``.  Unique forever: the number comes

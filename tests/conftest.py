@@ -74,7 +74,10 @@ class EbwServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ebw", "serve"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "ebw", "serve"],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout

@@ -59,7 +59,10 @@ def _element(tag: int, vr: str, payload: bytes, explicit: bool) -> bytes:
 
 
 def encode_identifier(
-    top: list[tuple[str, str]], sps: list[tuple[str, str]] | None, empty_sequences: list[str], codec: str,
+    top: list[tuple[str, str]],
+    sps: list[tuple[str, str]] | None,
+    empty_sequences: list[str],
+    codec: str,
     explicit: bool,
 ) -> bytes:
     """Encode (keyword, value) pairs, the SPS item and empty sequences, in tag order."""

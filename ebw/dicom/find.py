@@ -349,7 +349,7 @@ def encode_response(q: Query, item: dict[str, Any], tz_offset: str, explicit: bo
     values = [item.get(kw, "") if kw in VRS else "" for kw in q.top]
     sps_values = [item.get(SPS + kw, "") for kw in q.sps] if q.sps is not None else []
     charset, codec = _charset_for(values + sps_values, q.charset)
-    top = list(zip(q.top, values))
+    top = list(zip(q.top, values, strict=True))
     if charset:
         top.append(("SpecificCharacterSet", charset))
     elif q.charset:
@@ -357,7 +357,7 @@ def encode_response(q: Query, item: dict[str, Any], tz_offset: str, explicit: bo
         codec = "ascii"
     if q.timezone_requested:
         top.append(("TimezoneOffsetFromUTC", tz_offset))
-    sps = list(zip(q.sps, sps_values)) if q.sps is not None else None
+    sps = list(zip(q.sps, sps_values, strict=True)) if q.sps is not None else None
     return PreEncoded(encode_identifier(top, sps, q.empty_sequences, codec, explicit), explicit)
 
 
@@ -378,11 +378,11 @@ def build_response(q: Query, item: dict[str, Any], tz_offset: str) -> Dataset:
         ds.SpecificCharacterSet = q.charset
     if q.timezone_requested:
         ds.TimezoneOffsetFromUTC = tz_offset
-    for kw, v in zip(q.top, values):
+    for kw, v in zip(q.top, values, strict=True):
         setattr(ds, kw, v if v != "" else None)
     if q.sps is not None:
         sub = Dataset()
-        for kw, v in zip(q.sps, sps_values):
+        for kw, v in zip(q.sps, sps_values, strict=True):
             setattr(sub, kw, v if v != "" else None)
         ds.ScheduledProcedureStepSequence = Sequence([sub])
     for kw in q.empty_sequences:

@@ -30,7 +30,6 @@ else:
 
         IMPLEMENTATION = "ref"
         log.warning(
-            "compiled C-FIND matcher ebw._fast.cfind unavailable (%s); "
-            "using the pure-Python reference",
+            "compiled C-FIND matcher ebw._fast.cfind unavailable (%s); using the pure-Python reference",
             exc,
         )

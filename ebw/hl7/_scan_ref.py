@@ -81,9 +81,7 @@ from ebw.errors import ParseError
 
 __all__ = ["DEFAULT_WANTED", "scan"]
 
-DEFAULT_WANTED: frozenset[str] = frozenset(
-    {"MSH", "EVN", "PID", "PD1", "PV1", "PV2", "MRG", "OBR", "ORC"}
-)
+DEFAULT_WANTED: frozenset[str] = frozenset({"MSH", "EVN", "PID", "PD1", "PV1", "PV2", "MRG", "OBR", "ORC"})
 
 # Reasons, shared word for word with the Cython twin.
 EMPTY_MESSAGE = "empty message"
@@ -100,9 +98,7 @@ _DEFAULT_ENCODING = b"^~\\&"
 _UPPER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ID_CHARS = _UPPER | frozenset(b"0123456789")
 _SEGMENT_ID = re.compile(rb"[A-Z0-9]{3}")
-_NOT_A_FIELD_SEPARATOR = frozenset(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789\r\n "
-)
+_NOT_A_FIELD_SEPARATOR = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789\r\n ")
 _BREAK = re.compile(rb"\r\n?|\n")  # candidate segment breaks; a lone LF is checked
 
 

@@ -41,9 +41,42 @@ PERSON_EVENTS = frozenset({"A28", "A29", "A31"})
 MERGE_EVENTS = frozenset({"A18", "A34", "A35", "A36", "A40", "A47"})
 # Recognised ADT events that do not concern encounters: AA, counted, no change.
 IGNORED_EVENTS = frozenset(
-    {"A09", "A10", "A15", "A16", "A17", "A20", "A21", "A22", "A24", "A25", "A26", "A27",
-     "A30", "A32", "A33", "A37", "A39", "A41", "A42", "A43", "A44", "A45", "A46", "A48", "A49",
-     "A50", "A51", "A52", "A53", "A54", "A55", "A60", "A61", "A62"}
+    {
+        "A09",
+        "A10",
+        "A15",
+        "A16",
+        "A17",
+        "A20",
+        "A21",
+        "A22",
+        "A24",
+        "A25",
+        "A26",
+        "A27",
+        "A30",
+        "A32",
+        "A33",
+        "A37",
+        "A39",
+        "A41",
+        "A42",
+        "A43",
+        "A44",
+        "A45",
+        "A46",
+        "A48",
+        "A49",
+        "A50",
+        "A51",
+        "A52",
+        "A53",
+        "A54",
+        "A55",
+        "A60",
+        "A61",
+        "A62",
+    }
 )
 KNOWN_EVENTS = ENCOUNTER_EVENTS | PERSON_EVENTS | MERGE_EVENTS | IGNORED_EVENTS
 
@@ -363,8 +396,13 @@ def parse_dtm(raw: bytes, zone: ZoneInfo) -> float | None:
     hour = int(s[8:10]) if n >= 10 else 0
     minute = int(s[10:12]) if n >= 12 else 0
     second = int(s[12:14]) if n >= 14 else 0
-    if not (1 <= month <= 12 and 1 <= day <= _calendar.monthrange(year, month)[1]
-            and hour < 24 and minute < 60 and second < 60):
+    if not (
+        1 <= month <= 12
+        and 1 <= day <= _calendar.monthrange(year, month)[1]
+        and hour < 24
+        and minute < 60
+        and second < 60
+    ):
         return None
     if offset_min is not None:
         return _calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - offset_min * 60 + frac

@@ -30,7 +30,6 @@ else:
 
         IMPLEMENTATION = "ref"
         log.warning(
-            "compiled HL7 scanner ebw._fast.hl7scan unavailable (%s); "
-            "using the pure-Python reference",
+            "compiled HL7 scanner ebw._fast.hl7scan unavailable (%s); using the pure-Python reference",
             exc,
         )

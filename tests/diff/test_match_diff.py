@@ -83,32 +83,31 @@ def padded(draw: st.DrawFn, core: st.SearchStrategy[str]) -> str:
     return draw(st.sampled_from(["", "", " "])) + draw(core) + draw(pads)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def two_digits(lo: int, hi: int) -> st.SearchStrategy[str]:
     return st.integers(lo, hi).map(lambda n: f"{n:02d}")
 
 
 # DA: mostly 8 digits from a small range of dates so ranges and values collide
-_DA_NEAR = st.builds(lambda y, m, d: f"{y}{m}{d}", st.sampled_from(["2025", "2026"]),
-                     st.sampled_from(["01", "06", "12"]), st.sampled_from(["01", "15", "31"]))
+_DA_NEAR = st.builds(
+    lambda y, m, d: f"{y}{m}{d}",
+    st.sampled_from(["2025", "2026"]),
+    st.sampled_from(["01", "06", "12"]),
+    st.sampled_from(["01", "15", "31"]),
+)
 da_values = st.one_of(
-    _DA_NEAR, _DA_NEAR, _DA_NEAR,
-    st.builds(lambda y, m, d: f"{y}{m}{d}", st.sampled_from(["2025", "2026"]),
-              two_digits(0, 13), two_digits(0, 32)),
+    _DA_NEAR,
+    _DA_NEAR,
+    _DA_NEAR,
+    st.builds(lambda y, m, d: f"{y}{m}{d}", st.sampled_from(["2025", "2026"]), two_digits(0, 13), two_digits(0, 32)),
     st.text(alphabet="0123456789-x ", max_size=10),
 )
 
 
-DA_FORMS = st.sampled_from(
-    ["{a}", "{a}", "{a}-{b}", "{a}-{b}", "-{b}", "{a}-", "{a}-{a}", "-", "{a}\\{b}", "{a}--{b}"]
-)
+DA_FORMS = st.sampled_from(["{a}", "{a}", "{a}-{b}", "{a}-{b}", "-{b}", "{a}-", "{a}-{a}", "-", "{a}\\{b}", "{a}--{b}"])
 TM_FORMS = st.sampled_from(["{a}", "{a}", "{a}-{b}", "-{b}", "{a}-", "{a}-{a}", "-", "{a}-{b}-"])
-DT_FORMS = st.sampled_from(
-    ["{a}", "{a}", "{a}-{b}", "{a}-{b}", "-{b}", "{a}-", "{a}-{a}", "-", "{a}--{b}"]
-)
-KEY_ATOMS = st.sampled_from(
-    ["*", "?", "S", "s", "MI", "mi", "ß", "SS", "^", "\\", " ", "é", "É", "İ", "i", "ﬃ", "FFI"]
-)
+DT_FORMS = st.sampled_from(["{a}", "{a}", "{a}-{b}", "{a}-{b}", "-{b}", "{a}-", "{a}-{a}", "-", "{a}--{b}"])
+KEY_ATOMS = st.sampled_from(["*", "?", "S", "s", "MI", "mi", "ß", "SS", "^", "\\", " ", "é", "É", "İ", "i", "ﬃ", "FFI"])
 PN_ATOMS = st.sampled_from(["DOE", "Jane", "ß", "STRASSE", "Σίσυφος", "İ", "ﬃ", "^", "K", "\u212a"])
 
 
@@ -127,9 +126,7 @@ TM_NEAR_HH = st.sampled_from(["09", "10", "11"])
 TM_NEAR_MS = st.sampled_from(["00", "15", "59"])
 TM_NEAR_FRAC = st.sampled_from(["0", "5", "999999", "000001"])
 DT_NEAR = [  # month, day, hour, minute, second
-    st.sampled_from(v)
-    for v in (["01", "06", "12"], ["01", "15", "28"], ["00", "10", "23"], ["00", "59"],
-              ["00", "59"])
+    st.sampled_from(v) for v in (["01", "06", "12"], ["01", "15", "28"], ["00", "10", "23"], ["00", "59"], ["00", "59"])
 ]
 
 
@@ -164,8 +161,19 @@ def tm_keys(draw: st.DrawFn) -> str:
 
 
 OFFSETS = [
-    "", "", "", "+0000", "-0500", "+0100", "+1400", "-1200", "-1459",  # valid ones first
-    "+1500", "-2027", "+0560", "-05",
+    "",
+    "",
+    "",
+    "+0000",
+    "-0500",
+    "+0100",
+    "+1400",
+    "-1200",
+    "-1459",  # valid ones first
+    "+1500",
+    "-2027",
+    "+0560",
+    "-05",
 ]
 VALID_OFFSETS = st.sampled_from(OFFSETS[:9])
 ANY_OFFSETS = st.sampled_from(OFFSETS)
@@ -177,13 +185,17 @@ def dt_values(draw: st.DrawFn, valid: bool = False) -> str:
     if not valid and draw(st.integers(0, 6)) == 0:
         return draw(DT_JUNK)
     y = draw(YEARS)
-    fields = DT_NEAR if draw(st.integers(0, 2)) else [
-        two_digits(1, 12) if valid else two_digits(0, 13),
-        two_digits(1, 28) if valid else two_digits(0, 32),
-        two_digits(0, 23) if valid else two_digits(0, 24),
-        two_digits(0, 59) if valid else two_digits(0, 60),
-        two_digits(0, 59) if valid else two_digits(0, 61),
-    ]
+    fields = (
+        DT_NEAR
+        if draw(st.integers(0, 2))
+        else [
+            two_digits(1, 12) if valid else two_digits(0, 13),
+            two_digits(1, 28) if valid else two_digits(0, 32),
+            two_digits(0, 23) if valid else two_digits(0, 24),
+            two_digits(0, 59) if valid else two_digits(0, 60),
+            two_digits(0, 59) if valid else two_digits(0, 61),
+        ]
+    )
     n = draw(st.integers(0, 5))
     value = y + "".join(draw(f) for f in fields[:n])
     if n == 5 and draw(st.booleans()):
@@ -213,9 +225,7 @@ def string_keys(draw: st.DrawFn) -> str:
     return "".join(draw(st.lists(KEY_ATOMS, max_size=6)))
 
 
-STORED_ATOMS = st.sampled_from(
-    ["S", "s", "MI", "mi", "ß", "SS", "^", "\\", " ", "é", "É", "İ", "i̇", "ﬃ", "ffi", "x"]
-)
+STORED_ATOMS = st.sampled_from(["S", "s", "MI", "mi", "ß", "SS", "^", "\\", " ", "é", "É", "İ", "i̇", "ﬃ", "ffi", "x"])
 stored_strings = st.one_of(text, st.lists(STORED_ATOMS, max_size=6).map("".join))
 
 
@@ -275,10 +285,7 @@ def queries(draw: st.DrawFn) -> tuple[list[tuple[str, str, str]], list[dict[str,
         vr = vrs.setdefault(path, draw(st.sampled_from(ALL_VRS)))
         keys.append((path, vr, draw(key_for(vr))))
     # stored values near the keys: the key values and their range bounds
-    near = {
-        path: sorted({v for p, _vr, k in keys if p == path for v in [k, *k.split("-")] if v})
-        for path in vrs
-    }
+    near = {path: sorted({v for p, _vr, k in keys if p == path for v in [k, *k.split("-")] if v}) for path in vrs}
     items = []
     for _ in range(draw(st.integers(0, 5))):
         item = {}
@@ -316,9 +323,7 @@ def test_agree_on_arbitrary_text(vr: str, key: str, stored: list[str]) -> None:
     assert_agree([("P", vr, key)], [{"P": s} for s in stored] + [{}])
 
 
-EXTRA_PRECISION = st.sampled_from(
-    ["", "", "", "00", "59", "0000", "5959", "00.5", ".5", "-0500", "+0100"]
-)
+EXTRA_PRECISION = st.sampled_from(["", "", "", "00", "59", "0000", "5959", "00.5", ".5", "-0500", "+0100"])
 
 
 @st.composite
@@ -368,8 +373,11 @@ def test_agree_on_uid_lists(key: str, stored: list[str]) -> None:
 
 
 @EXAMPLES
-@given(st.lists(st.sampled_from(UIDS + [f"1.2.9.{i}" for i in range(20)]), min_size=9, max_size=25),
-       st.lists(stored_for("UI"), max_size=6), st.sampled_from(["UI", "LO", "PN"]))
+@given(
+    st.lists(st.sampled_from(UIDS + [f"1.2.9.{i}" for i in range(20)]), min_size=9, max_size=25),
+    st.lists(stored_for("UI"), max_size=6),
+    st.sampled_from(["UI", "LO", "PN"]),
+)
 def test_agree_on_long_lists(values: list[str], stored: list[str], vr: str) -> None:
     if vr == "PN":
         values = [v.upper() for v in values]
@@ -434,8 +442,9 @@ def test_wildcards_agree_with_re_fullmatch(pattern: str, subject: str, vr: str) 
         expected = re.fullmatch(to_regex(pat), subj, re.DOTALL) is not None
         # IGNORECASE-equivalent for the simple (one-to-one) case folds
         if all(len(c.casefold()) == 1 for c in pattern + subject):
-            assert expected == (re.fullmatch(to_regex(pattern.rstrip("^")), subject.rstrip("^"),
-                                             re.DOTALL | re.IGNORECASE) is not None)
+            assert expected == (
+                re.fullmatch(to_regex(pattern.rstrip("^")), subject.rstrip("^"), re.DOTALL | re.IGNORECASE) is not None
+            )
     else:
         expected = re.fullmatch(to_regex(pattern), subject, re.DOTALL) is not None
     assert single(ref, vr, pattern, subject) is expected
@@ -471,8 +480,13 @@ def aware(value: str, upper: bool = False) -> tuple[datetime, bool]:
 
 full_dt = st.builds(
     lambda y, mo, d, h, mi, s, frac, off: f"{y}{mo}{d}{h}{mi}{s}{frac}{off}",
-    st.sampled_from(["2025", "2026"]), two_digits(1, 12), two_digits(1, 28), two_digits(0, 23),
-    two_digits(0, 59), two_digits(0, 59), st.sampled_from(["", ".5", ".123456"]),
+    st.sampled_from(["2025", "2026"]),
+    two_digits(1, 12),
+    two_digits(1, 28),
+    two_digits(0, 23),
+    two_digits(0, 59),
+    two_digits(0, 59),
+    st.sampled_from(["", ".5", ".123456"]),
     st.sampled_from(["", "+0000", "-0500", "+0100", "+1400", "-1200"]),
 )
 

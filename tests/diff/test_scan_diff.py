@@ -134,9 +134,7 @@ def _message_parts(odd: bool) -> st.SearchStrategy[dict[str, Any]]:
             "fs": st.sampled_from(SEPARATOR_BYTES),
             "encoding": st.lists(st.sampled_from(SEPARATOR_BYTES), max_size=5, unique=True),
             "msh": _fields(tok, 16),
-            "body": st.lists(
-                st.tuples(st.sampled_from(SEGMENT_IDS), _fields(tok, 10)), max_size=10
-            ),
+            "body": st.lists(st.tuples(st.sampled_from(SEGMENT_IDS), _fields(tok, 10)), max_size=10),
             "breaks": st.lists(st.sampled_from(breaks), min_size=10, max_size=10),
             "bom": st.booleans(),
             "lead": st.sampled_from([b"", b"\r\n", b" \t", b"\n\n"]),

@@ -79,8 +79,9 @@ def test_result_cap_refuses_with_a700(server_factory):
 
 def test_confidential_encounters_only_for_queries_naming_the_patient(server_factory):
     s = server_factory(EBW_BROAD_QUERY_MAX="5").start()
-    vip = load("010_a04_register").replace(b"GREGORY^^^DR|5678^WILSON^JAMES||EM|||||||||LV1",
-                                           b"GREGORY^^^DR|5678^WILSON^JAMES||EM||||||Y|||LV1")
+    vip = load("010_a04_register").replace(
+        b"GREGORY^^^DR|5678^WILSON^JAMES||EM|||||||||LV1", b"GREGORY^^^DR|5678^WILSON^JAMES||EM||||||Y|||LV1"
+    )
     assert b"||Y|||LV1" in vip
     assert msa(s.send(vip))[0] == "AA"
     admit(s, "050_a04_person_visit1")
@@ -107,14 +108,30 @@ def test_combined_start_date_and_time_ranges(server):
     hi = (dt.datetime.strptime(start, "%H%M%S") + dt.timedelta(minutes=1)).strftime("%H%M")
     # From yesterday 23:59 to today just after the item's start: only a combined
     # date-time range matches (as two separate keys, 2359-hhmm matches nothing).
-    got = cfind(server, mwl_query(SPS_ScheduledProcedureStepStartDate=f"{yesterday}-{day}",
-                                  SPS_ScheduledProcedureStepStartTime=f"2359-{hi}"))
+    got = cfind(
+        server,
+        mwl_query(
+            SPS_ScheduledProcedureStepStartDate=f"{yesterday}-{day}", SPS_ScheduledProcedureStepStartTime=f"2359-{hi}"
+        ),
+    )
     assert len(got) == 1
     # Single date + single time (hour precision) also combine.
-    assert len(cfind(server, mwl_query(SPS_ScheduledProcedureStepStartDate=day,
-                                       SPS_ScheduledProcedureStepStartTime=start[:2]))) == 1
-    assert cfind(server, mwl_query(SPS_ScheduledProcedureStepStartDate=yesterday,
-                                   SPS_ScheduledProcedureStepStartTime=start[:2])) == []
+    assert (
+        len(
+            cfind(
+                server,
+                mwl_query(SPS_ScheduledProcedureStepStartDate=day, SPS_ScheduledProcedureStepStartTime=start[:2]),
+            )
+        )
+        == 1
+    )
+    assert (
+        cfind(
+            server,
+            mwl_query(SPS_ScheduledProcedureStepStartDate=yesterday, SPS_ScheduledProcedureStepStartTime=start[:2]),
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize("tz", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])  # UTC+14, UTC-11
@@ -141,9 +158,8 @@ def test_query_timezone_offset_is_honoured(server):
 
 def test_c_cancel_stops_the_responses(server_factory):
     from bench.feed import Feed
-    from ebw.mllp import MllpClient
-
     from ebw.dicom.net import nodelay_scu
+    from ebw.mllp import MllpClient
 
     nodelay_scu()
     s = server_factory(EBW_FSYNC="off").start()
@@ -194,21 +210,44 @@ def findscu() -> str | None:
 
 @pytest.mark.dcmtk
 @pytest.mark.skipif(findscu() is None, reason="DCMTK findscu not installed")
-@pytest.mark.parametrize("keys,expect", [
-    # what modalities really send: an empty SPS item, a station AE title, a date range, a charset
-    (["-k", "(0040,0100)[0]"], 1),
-    (["-k", "(0040,0100)[0].ScheduledStationAETitle=ULTRASOUND1", "-k", "(0040,0100)[0].Modality=US"], 1),
-    (["-k", "(0040,0100)[0].ScheduledProcedureStepStartDate=19000101-29991231"], 1),
-    (["-k", "(0040,0100)[0].ScheduledProcedureStepStartDate=19000101-19000102"], 0),
-    (["-k", "SpecificCharacterSet=ISO_IR 100", "-k", "PatientName=M*"], 1),
-    (["-k", "PatientName=m?ller*"], 1),
-])
+@pytest.mark.parametrize(
+    "keys,expect",
+    [
+        # what modalities really send: an empty SPS item, a station AE title, a date range, a charset
+        (["-k", "(0040,0100)[0]"], 1),
+        (["-k", "(0040,0100)[0].ScheduledStationAETitle=ULTRASOUND1", "-k", "(0040,0100)[0].Modality=US"], 1),
+        (["-k", "(0040,0100)[0].ScheduledProcedureStepStartDate=19000101-29991231"], 1),
+        (["-k", "(0040,0100)[0].ScheduledProcedureStepStartDate=19000101-19000102"], 0),
+        (["-k", "SpecificCharacterSet=ISO_IR 100", "-k", "PatientName=M*"], 1),
+        (["-k", "PatientName=m?ller*"], 1),
+    ],
+)
 def test_findscu_interop(server, tmp_path, keys, expect):
     admit(server, "033_latin1_8859_1")
     out = subprocess.run(
-        [findscu(), "-W", "-aet", "ULTRASOUND1", "-aec", "EBW", "127.0.0.1", str(server.dicom_port),
-         "-k", "PatientName", "-k", "PatientID", "-k", "AccessionNumber", *keys, "-X", "-od", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        [
+            findscu(),
+            "-W",
+            "-aet",
+            "ULTRASOUND1",
+            "-aec",
+            "EBW",
+            "127.0.0.1",
+            str(server.dicom_port),
+            "-k",
+            "PatientName",
+            "-k",
+            "PatientID",
+            "-k",
+            "AccessionNumber",
+            *keys,
+            "-X",
+            "-od",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     files = sorted(tmp_path.glob("rsp*.dcm"))

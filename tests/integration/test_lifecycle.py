@@ -95,8 +95,16 @@ SCENARIOS: dict[str, list[Step]] = {
         ("071_a47_change_identifier", "AA", {"MREN1": [], "MREN2": [("RENAME^RAY", "MRV", "ED-1-A")]}),
         ("072_a04_two_to_merge_a", "AA", {"MTWO1": [("TWO^TESS", "MTV1", "ED-1-A")]}),
         ("073_a04_two_to_merge_b", "AA", {"MTWO2": [("TWO^TARA", "MTV2", "ED-1-A")]}),
-        ("074_a40_two_pairs", "AA", {"MTWO1": [], "MTWO2": [], "MTWOX": [("TWO^TESS", "MTV1", "ED-1-A")],
-                                     "MTWOY": [("TWO^TARA", "MTV2", "ED-1-A")]}),
+        (
+            "074_a40_two_pairs",
+            "AA",
+            {
+                "MTWO1": [],
+                "MTWO2": [],
+                "MTWOX": [("TWO^TESS", "MTV1", "ED-1-A")],
+                "MTWOY": [("TWO^TARA", "MTV2", "ED-1-A")],
+            },
+        ),
     ],
     "delete visit, ignored events and errors change nothing": [
         ("080_a04_to_delete", "AA", {"D1": [("DELETE^DAN", "DV1", "ED-1-A")]}),
@@ -157,7 +165,9 @@ def test_pending_listed_when_curation_says_so(server_factory):
 
 
 def test_curation_include_and_exclude(server_factory):
-    s = server_factory(EBW_CURATION='{"include": {"patient_class": ["E"]}, "exclude": {"point_of_care": ["ICU"]}}').start()
+    s = server_factory(
+        EBW_CURATION='{"include": {"patient_class": ["E"]}, "exclude": {"point_of_care": ["ICU"]}}'
+    ).start()
     for name in ("010_a04_register", "023_a01_admit_v23"):
         assert msa(s.send(load(name)))[0] == "AA"
     assert worklist(s, "L1") == [("LIFE^ANNA", "LV1", "ED-1-A")]

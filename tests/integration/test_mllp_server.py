@@ -27,8 +27,7 @@ def recv_frames(sock: socket.socket, n: int, timeout: float = 10) -> list[bytes]
 
 
 def numbered(i: int) -> bytes:
-    return corpus("001_a04_register.hl7").replace(b"MSG00001", f"P{i:05d}".encode()).replace(
-        b"V999", f"PV{i}".encode())
+    return corpus("001_a04_register.hl7").replace(b"MSG00001", f"P{i:05d}".encode()).replace(b"V999", f"PV{i}".encode())
 
 
 def test_pipelined_frames_in_one_write_are_answered_in_order(server):

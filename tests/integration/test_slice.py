@@ -22,13 +22,30 @@ pytestmark = pytest.mark.network
 
 def mwl_query(**top: str) -> Dataset:
     ds = Dataset()
-    for kw in ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "AdmissionID",
-               "CurrentPatientLocation", "ReferringPhysicianName", "AccessionNumber", "StudyInstanceUID",
-               "RequestedProcedureID", "RequestedProcedureDescription"):
+    for kw in (
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "AdmissionID",
+        "CurrentPatientLocation",
+        "ReferringPhysicianName",
+        "AccessionNumber",
+        "StudyInstanceUID",
+        "RequestedProcedureID",
+        "RequestedProcedureDescription",
+    ):
         setattr(ds, kw, "")
     sps = Dataset()
-    for kw in ("Modality", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
-               "ScheduledProcedureStepID", "ScheduledProcedureStepDescription", "ScheduledStationAETitle"):
+    for kw in (
+        "Modality",
+        "ScheduledProcedureStepStartDate",
+        "ScheduledProcedureStepStartTime",
+        "ScheduledProcedureStepID",
+        "ScheduledProcedureStepDescription",
+        "ScheduledStationAETitle",
+    ):
         setattr(sps, kw, "")
     for k, v in top.items():
         if k.startswith("SPS_"):
@@ -225,11 +242,33 @@ def test_no_patient_data_in_logs(server):
 def test_dcmtk_findscu_sees_the_item(server, tmp_path):
     assert msa(server.send(corpus("001_a04_register.hl7")))[0] == "AA"
     out = subprocess.run(
-        ["findscu", "-v", "-W", "-aet", "FINDSCU", "-aec", "EBW", "127.0.0.1", str(server.dicom_port),
-         "-k", "PatientName=", "-k", "PatientID=555123", "-k", "AccessionNumber=",
-         "-k", "(0040,0100)[0].Modality=US", "-k", "(0040,0100)[0].ScheduledProcedureStepStartDate=",
-         "-X", "-od", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        [
+            "findscu",
+            "-v",
+            "-W",
+            "-aet",
+            "FINDSCU",
+            "-aec",
+            "EBW",
+            "127.0.0.1",
+            str(server.dicom_port),
+            "-k",
+            "PatientName=",
+            "-k",
+            "PatientID=555123",
+            "-k",
+            "AccessionNumber=",
+            "-k",
+            "(0040,0100)[0].Modality=US",
+            "-k",
+            "(0040,0100)[0].ScheduledProcedureStepStartDate=",
+            "-X",
+            "-od",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     files = sorted(tmp_path.glob("rsp*.dcm"))

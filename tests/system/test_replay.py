@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -16,14 +15,23 @@ pytestmark = pytest.mark.network
 
 
 def ebw(server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ebw", *args], env=server.env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ebw", *args], env=server.env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_replay_rebuilds_the_same_worklist_and_keeps_accessions(server_factory, tmp_path):
     s = server_factory(tmp_path / "d").start()
-    for name in ("010_a04_register", "012_a02_transfer", "050_a04_person_visit1", "060_a04_old_mrn",
-                 "061_a40_merge_patient", "080_a04_to_delete", "081_a23_delete_visit", "083_orm_not_adt"):
+    for name in (
+        "010_a04_register",
+        "012_a02_transfer",
+        "050_a04_person_visit1",
+        "060_a04_old_mrn",
+        "061_a40_merge_patient",
+        "080_a04_to_delete",
+        "081_a23_delete_visit",
+        "083_orm_not_adt",
+    ):
         s.send(load(name))
     before = sorted((i.PatientID, i.AccessionNumber, i.CurrentPatientLocation) for i in cfind(s, mwl_query()))
     assert len(before) == 3

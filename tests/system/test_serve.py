@@ -20,11 +20,18 @@ pytestmark = pytest.mark.network
 
 
 def run_serve(env_overrides: dict[str, str], tmp_path, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EBW_DATA_DIR": str(tmp_path / "data"), "EBW_HL7_PORT": str(free_port()),
-           "EBW_DICOM_PORT": str(free_port()), "EBW_HTTP_PORT": str(free_port()), "EBW_WORKERS": "1"}
+    env = {
+        **os.environ,
+        "EBW_DATA_DIR": str(tmp_path / "data"),
+        "EBW_HL7_PORT": str(free_port()),
+        "EBW_DICOM_PORT": str(free_port()),
+        "EBW_HTTP_PORT": str(free_port()),
+        "EBW_WORKERS": "1",
+    }
     env.update(env_overrides)
-    return subprocess.run([sys.executable, "-m", "ebw", "serve"], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ebw", "serve"], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,11 @@ def test_a04_fields():
     p, v = c.patient, c.visit
     assert p["PatientName"] == "DOE^JANE^Q^MRS"  # XPN 1^2^3^(5 prefix)^(4 suffix)
     assert (p["PatientID"], p["IssuerOfPatientID"], p["PatientBirthDate"], p["PatientSex"]) == (
-        "555123", "GENHOSP", "19800101", "F")
+        "555123",
+        "GENHOSP",
+        "19800101",
+        "F",
+    )
     assert v["CurrentPatientLocation"] == "ED-12-A"
     assert v["InstitutionName"] == "GENHOSP"
     assert v["ReferringPhysicianName"] == "WILSON^JAMES"
@@ -31,7 +35,8 @@ def test_a04_fields():
 
 def test_mr_identifier_is_chosen_over_first_repetition():
     msg = corpus("001_a04_register.hl7").replace(
-        b"555123^^^GENHOSP^MR~9876^^^STATE^PI", b"9876^^^STATE^PI~555123^^^GENHOSP^MR")
+        b"555123^^^GENHOSP^MR~9876^^^STATE^PI", b"9876^^^STATE^PI~555123^^^GENHOSP^MR"
+    )
     assert parse(msg).patient["PatientID"] == "555123"
 
 
@@ -48,12 +53,15 @@ def test_escapes_are_resolved_after_splitting():
 
 
 def test_latin1_declared_and_fallback():
-    msg = corpus("001_a04_register.hl7").replace(b"|P|2.5.1", b"|P|2.5.1||||||8859/1").replace(
-        b"DOE", "DOÉ".encode("latin_1"))
+    msg = (
+        corpus("001_a04_register.hl7")
+        .replace(b"|P|2.5.1", b"|P|2.5.1||||||8859/1")
+        .replace(b"DOE", "DOÉ".encode("latin_1"))
+    )
     c = parse(msg)
     assert c.patient["PatientName"].startswith("DOÉ") and not c.charset_fallback
     # Declared 8859/1 but sent UTF-8 is still read (latin-1 decodes anything; documented limitation)
-    msg2 = corpus("001_a04_register.hl7").replace(b"DOE", "DOÉ".encode("utf-8"))  # no MSH-18
+    msg2 = corpus("001_a04_register.hl7").replace(b"DOE", "DOÉ".encode())  # no MSH-18
     c2 = parse(msg2)
     assert c2.patient["PatientName"].startswith("DOÉ")
 

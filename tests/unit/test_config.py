@@ -15,7 +15,13 @@ def test_defaults():
     assert cfg.fsync is True
     assert cfg.workers >= 1
     e = cfg.endpoint
-    assert (e.name, e.hl7_host, e.hl7_port, e.dicom_host, e.dicom_port) == ("Default", "0.0.0.0", 2575, "0.0.0.0", 11112)
+    assert (e.name, e.hl7_host, e.hl7_port, e.dicom_host, e.dicom_port) == (
+        "Default",
+        "0.0.0.0",
+        2575,
+        "0.0.0.0",
+        11112,
+    )
     assert (e.scp_aet, e.procedure_id, e.procedure_description) == ("EBW", "POCUS", "Point of care ultrasound")
     assert (e.timezone, e.modality) == ("UTC", "US")
     assert (e.accession_prefix, e.accession_digits, e.accession_period_minutes) == ("EB", 12, 5)
@@ -25,14 +31,30 @@ def test_defaults():
 
 
 def test_values_are_read():
-    cfg = config.load({
-        "EBW_NAME": "ED North", "EBW_HL7_PORT": "3000", "EBW_DICOM_PORT": "4000", "EBW_SCP_AET": "EDNORTH",
-        "EBW_TIMEZONE": "America/Chicago", "EBW_ACCESSION_PREFIX": "abcd", "EBW_ACCESSION_DIGITS": "12",
-        "EBW_ACCESSION_PERIOD_MINUTES": "1", "EBW_EHR_HOST": "ehr.local", "EBW_EHR_PORT": "6661",
-        "EBW_WORKERS": "3", "EBW_FSYNC": "off",
-    })
+    cfg = config.load(
+        {
+            "EBW_NAME": "ED North",
+            "EBW_HL7_PORT": "3000",
+            "EBW_DICOM_PORT": "4000",
+            "EBW_SCP_AET": "EDNORTH",
+            "EBW_TIMEZONE": "America/Chicago",
+            "EBW_ACCESSION_PREFIX": "abcd",
+            "EBW_ACCESSION_DIGITS": "12",
+            "EBW_ACCESSION_PERIOD_MINUTES": "1",
+            "EBW_EHR_HOST": "ehr.local",
+            "EBW_EHR_PORT": "6661",
+            "EBW_WORKERS": "3",
+            "EBW_FSYNC": "off",
+        }
+    )
     e = cfg.endpoint
-    assert (e.name, e.hl7_port, e.dicom_port, e.scp_aet, e.timezone) == ("ED North", 3000, 4000, "EDNORTH", "America/Chicago")
+    assert (e.name, e.hl7_port, e.dicom_port, e.scp_aet, e.timezone) == (
+        "ED North",
+        3000,
+        4000,
+        "EDNORTH",
+        "America/Chicago",
+    )
     assert e.accession_prefix == "ABCD" and e.accession_period_minutes == 1
     assert (e.ehr_host, e.ehr_port) == ("ehr.local", 6661)
     assert cfg.workers == 3 and cfg.fsync is False

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-
 import pytest
-from pydicom.filewriter import write_dataset
 from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 
 from ebw.dicom.find import Query, build_response, encode_response
 from ebw.worklist import SPS
 
 ITEM = {
-    "PatientName": "MÜLLER^JOSÉ", "PatientID": "R4", "PatientBirthDate": "19700101", "PatientSex": "F",
-    "AccessionNumber": "EB000000000001", "StudyInstanceUID": "2.25.123", "AdmissionID": "V1",
-    SPS + "Modality": "US", SPS + "ScheduledProcedureStepStartDate": "20261128",
-    SPS + "ScheduledProcedureStepStartTime": "101500", SPS + "ScheduledStationAETitle": "",
+    "PatientName": "MÜLLER^JOSÉ",
+    "PatientID": "R4",
+    "PatientBirthDate": "19700101",
+    "PatientSex": "F",
+    "AccessionNumber": "EB000000000001",
+    "StudyInstanceUID": "2.25.123",
+    "AdmissionID": "V1",
+    SPS + "Modality": "US",
+    SPS + "ScheduledProcedureStepStartDate": "20261128",
+    SPS + "ScheduledProcedureStepStartTime": "101500",
+    SPS + "ScheduledStationAETitle": "",
 }
 
 
@@ -30,10 +36,21 @@ def pydicom_bytes(ds, explicit: bool) -> bytes:
 @pytest.mark.parametrize("charset", ["", "ISO_IR 100", "ISO_IR 192"])
 @pytest.mark.parametrize("tz", [False, True])
 def test_same_bytes_as_pydicom(explicit, charset, tz):
-    q = Query(top=["PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyInstanceUID",
-                   "PatientWeight", "AdmissionID"],
-              sps=["Modality", "ScheduledProcedureStepStartDate", "ScheduledStationAETitle"],
-              empty_sequences=["ReferencedStudySequence"], charset=charset, timezone_requested=tz)
+    q = Query(
+        top=[
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "AccessionNumber",
+            "StudyInstanceUID",
+            "PatientWeight",
+            "AdmissionID",
+        ],
+        sps=["Modality", "ScheduledProcedureStepStartDate", "ScheduledStationAETitle"],
+        empty_sequences=["ReferencedStudySequence"],
+        charset=charset,
+        timezone_requested=tz,
+    )
     ds = build_response(q, ITEM, "+0100")
     ds.ScheduledProcedureStepSequence.is_undefined_length = False
     for item in ds.ScheduledProcedureStepSequence:

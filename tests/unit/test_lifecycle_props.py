@@ -34,8 +34,9 @@ event = st.one_of(
 def build(i: int, ev: str, a: str, b: str) -> bytes:
     when = f"2026112810{i // 60:02d}{i % 60:02d}"
     if ev == "A40":  # merge patient a into b
-        return msg("A40", f"C{i}", b, "", name=f"NAME^{b}", mrg=f"{a}^^^GENHOSP^MR", pv1=False,
-                   structure="ADT_A39", when=when).encode()
+        return msg(
+            "A40", f"C{i}", b, "", name=f"NAME^{b}", mrg=f"{a}^^^GENHOSP^MR", pv1=False, structure="ADT_A39", when=when
+        ).encode()
     if ev == "A31":
         return msg("A31", f"C{i}", a, "", name=f"NEW^{a}", pv1=False, structure="ADT_A05", when=when).encode()
     # visit numbers are per patient so merges move whole encounters

@@ -136,9 +136,7 @@ def test_all_keys_must_match(impl: types.ModuleType) -> None:
 # --------------------------------------------------------------------------- universal / empty
 
 
-@pytest.mark.parametrize(
-    "vr", ["AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "UI", "DA", "TM", "DT"]
-)
+@pytest.mark.parametrize("vr", ["AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "UI", "DA", "TM", "DT"])
 @pytest.mark.parametrize("key", ["", " ", "    "])
 def test_empty_key_is_universal_for_every_vr(impl: types.ModuleType, vr: str, key: str) -> None:
     q = impl.compile_query([("X", vr, key)])
@@ -183,8 +181,17 @@ def test_star_is_not_universal_for_ui(impl: types.ModuleType) -> None:
 @pytest.mark.parametrize("stored", [None, "", " ", "   ", "\\", " \\ "])
 @pytest.mark.parametrize(
     "vr,key",
-    [("LO", "A*"), ("LO", "?"), ("CS", "US"), ("PN", "DOE"), ("UI", "1.2"), ("DA", "-20991231"),
-     ("TM", "00-"), ("DT", "0000-"), ("LO", "X\\*")],
+    [
+        ("LO", "A*"),
+        ("LO", "?"),
+        ("CS", "US"),
+        ("PN", "DOE"),
+        ("UI", "1.2"),
+        ("DA", "-20991231"),
+        ("TM", "00-"),
+        ("DT", "0000-"),
+        ("LO", "X\\*"),
+    ],
 )
 def test_empty_stored_value_never_matches_a_non_universal_key(
     impl: types.ModuleType, vr: str, key: str, stored: str | None
@@ -398,9 +405,23 @@ def test_da(impl: types.ModuleType, key: str, stored: str, expected: bool) -> No
 
 @pytest.mark.parametrize(
     "key",
-    ["-", "2026112", "202611280", "2026-11-28", "20261128-20261129-", "--20261128", "x0261128",
-     " 20261128", "20261128\\20261129", "*", "2026112?", "20261128--", "-20261128-",
-     "٢٠٢٦١١٢٨", "２０２６１１２８"],
+    [
+        "-",
+        "2026112",
+        "202611280",
+        "2026-11-28",
+        "20261128-20261129-",
+        "--20261128",
+        "x0261128",
+        " 20261128",
+        "20261128\\20261129",
+        "*",
+        "2026112?",
+        "20261128--",
+        "-20261128-",
+        "٢٠٢٦١١٢٨",
+        "２０２６１１２８",
+    ],
 )
 def test_da_malformed(impl: types.ModuleType, key: str) -> None:
     message = query_error(impl, [("PatientBirthDate", "DA", key)])
@@ -457,9 +478,32 @@ def test_tm(impl: types.ModuleType, key: str, stored: str, expected: bool) -> No
 
 @pytest.mark.parametrize(
     "key",
-    ["-", "1", "101", "10150", "1015001", "101500.", "101500.1234567", "10.5", "1015.5", "24",
-     "2400", "1060", "106000", "101561", ":10", "10:", "10::15", "1015:", "10-11-12", "10--11",
-     "aa", "10\\11", "1٠", "*"],
+    [
+        "-",
+        "1",
+        "101",
+        "10150",
+        "1015001",
+        "101500.",
+        "101500.1234567",
+        "10.5",
+        "1015.5",
+        "24",
+        "2400",
+        "1060",
+        "106000",
+        "101561",
+        ":10",
+        "10:",
+        "10::15",
+        "1015:",
+        "10-11-12",
+        "10--11",
+        "aa",
+        "10\\11",
+        "1٠",
+        "*",
+    ],
 )
 def test_tm_malformed(impl: types.ModuleType, key: str) -> None:
     message = query_error(impl, [(SPS + "ScheduledProcedureStepStartTime", "TM", key)])
@@ -522,11 +566,35 @@ def test_dt(impl: types.ModuleType, key: str, stored: str, expected: bool) -> No
 
 @pytest.mark.parametrize(
     "key",
-    ["-", "202", "20261", "2026112", "202613", "20260229", "20261128240000", "202611281060",
-     "20261128106000", "20261128101561", "20261128101500.", "2026112810150.5",
-     "20261128101500.1234567",
-     "2026+1500", "2026+0560", "2026+050", "2026+05000", "2026--2027", "2026-2027-2028",
-     "2026-0500-0500-", "2026-0500x", "-", "--", "2026\\2027", "*", "2026 -2027", "x"],
+    [
+        "-",
+        "202",
+        "20261",
+        "2026112",
+        "202613",
+        "20260229",
+        "20261128240000",
+        "202611281060",
+        "20261128106000",
+        "20261128101561",
+        "20261128101500.",
+        "2026112810150.5",
+        "20261128101500.1234567",
+        "2026+1500",
+        "2026+0560",
+        "2026+050",
+        "2026+05000",
+        "2026--2027",
+        "2026-2027-2028",
+        "2026-0500-0500-",
+        "2026-0500x",
+        "-",
+        "--",
+        "2026\\2027",
+        "*",
+        "2026 -2027",
+        "x",
+    ],
 )
 def test_dt_malformed(impl: types.ModuleType, key: str) -> None:
     assert query_error(impl, [("X", "DT", key)]) == f"X: {DT_RULE}"
@@ -563,9 +631,7 @@ def test_error_messages_never_carry_the_value(impl: types.ModuleType, vr: str, k
     assert "SECRET" not in query_error(impl, [("P", vr, key)])
 
 
-@pytest.mark.parametrize(
-    "keys", [[("X", "LO")], [["X", "LO", "a"]], [("X", "LO", 1)], [(None, "LO", "a")], ["XLO"]]
-)
+@pytest.mark.parametrize("keys", [[("X", "LO")], [["X", "LO", "a"]], [("X", "LO", 1)], [(None, "LO", "a")], ["XLO"]])
 def test_bad_key_tuples(impl: types.ModuleType, keys: list) -> None:
     with pytest.raises(TypeError, match="keys must be"):
         impl.compile_query(keys)
