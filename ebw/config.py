@@ -230,6 +230,13 @@ def _value_list(raw: str) -> tuple[str, ...]:
     return tuple(p.strip().upper() for p in raw.split(",") if p.strip())
 
 
+def _quirks(raw: str) -> str:
+    from .dicom.quirks import parse
+
+    parse(raw)  # raises ValueError naming the rule
+    return raw.strip()
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -465,6 +472,15 @@ SETTINGS: tuple[Setting, ...] = (
         "A query that does not name a patient matching more items is refused with 0xA700; 0: no limit.",
         "endpoint",
     ),
+    Setting(
+        "EBW_QUIRKS",
+        "quirks",
+        "",
+        _quirks,
+        'Quirk profiles per calling AE title (JSON), e.g. {"OLDUS": ["charset:ISO_IR 100"]}; '
+        "see README 'Quirk profiles'.",
+        "endpoint",
+    ),
     Setting("EBW_EHR_HOST", "ehr_host", "", _optional_host, "Host of the EHR's MLLP listener for ORUs.", "endpoint"),
     Setting("EBW_EHR_PORT", "ehr_port", "", _optional_port, "Port of the EHR's MLLP listener for ORUs.", "endpoint"),
     Setting("EBW_PACS_AET", "pacs_aet", "", _optional_ae_title, "AE title of the PACS.", "endpoint"),
@@ -504,6 +520,7 @@ class EndpointConfig:
     cfind_max_results: int = 0
     vip_values: tuple[str, ...] = ("Y", "VIP")
     broad_query_max: int = 0
+    quirks: str = ""
     ehr_host: str | None = None
     ehr_port: int | None = None
     pacs_aet: str | None = None

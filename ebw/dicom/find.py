@@ -37,7 +37,7 @@ from ..config import EndpointConfig
 from ..errors import QueryError
 from ..store import Store, loads
 from ..worklist import SPS, START_DATETIME, VRS, Renderer, make_item
-from . import match
+from . import match, quirks
 from .encode import PreEncoded, encode_identifier, install
 
 install()
@@ -66,6 +66,7 @@ class Query:
     charset: str = ""
     timezone_requested: bool = False
     timezone: str = ""  # (0008,0201) value sent by the SCU, if any
+    fixed_charset: str = ""  # quirk profile "charset:<name>": always answer in it
 
 
 def _value(elem: Any) -> str:
@@ -329,9 +330,14 @@ def _exact(keys: list[tuple[str, str, str]], path: str) -> str | None:
 # ------------------------------------------------------------------------------ responses
 
 
-def _charset_for(values: list[str], requested: str) -> tuple[str, str]:
-    """(SpecificCharacterSet value, python codec) able to carry ``values``."""
+def _charset_for(values: list[str], requested: str, fixed: str = "") -> tuple[str, str]:
+    """(Specific Character Set, Python codec) for a response holding ``values``:
+    none when all ASCII; the quirk profile's fixed one; ``ISO_IR 100`` when the
+    query asked for it and the values fit; else ``ISO_IR 192``."""
     text = "".join(values)
+    if fixed:
+        # ISO_IR 6 is the default repertoire: never named in a response
+        return ("" if text.isascii() or fixed == "ISO_IR 6" else fixed), quirks.CHARSETS[fixed]
     if text.isascii():
         return "", "ascii"
     if requested.upper().replace("-", "_") in ("ISO_IR 100",):
@@ -343,18 +349,26 @@ def _charset_for(values: list[str], requested: str) -> tuple[str, str]:
     return "ISO_IR 192", "utf_8"
 
 
+def _response_values(q: Query, item: dict[str, Any]) -> tuple[list[str], list[str], str, str]:
+    """Values of the requested top-level and SPS keys, and the character set to send them in."""
+    values = [item.get(kw, "") if kw in VRS else "" for kw in q.top]
+    sps_values = [item.get(SPS + kw, "") for kw in q.sps] if q.sps is not None else []
+    charset, codec = _charset_for(values + sps_values, q.charset, q.fixed_charset)
+    if q.fixed_charset:
+        values = [quirks.transliterate(v, codec) for v in values]
+        sps_values = [quirks.transliterate(v, codec) for v in sps_values]
+    elif not charset and q.charset:
+        charset = q.charset  # all ASCII: echo the query's character set
+    return values, sps_values, charset, codec
+
+
 def encode_response(q: Query, item: dict[str, Any], tz_offset: str, explicit: bool) -> PreEncoded:
     """The response identifier as bytes (see ``ebw.dicom.encode``); same content as
     ``build_response``."""
-    values = [item.get(kw, "") if kw in VRS else "" for kw in q.top]
-    sps_values = [item.get(SPS + kw, "") for kw in q.sps] if q.sps is not None else []
-    charset, codec = _charset_for(values + sps_values, q.charset)
+    values, sps_values, charset, codec = _response_values(q, item)
     top = list(zip(q.top, values, strict=True))
     if charset:
         top.append(("SpecificCharacterSet", charset))
-    elif q.charset:
-        top.append(("SpecificCharacterSet", q.charset))
-        codec = "ascii"
     if q.timezone_requested:
         top.append(("TimezoneOffsetFromUTC", tz_offset))
     sps = list(zip(q.sps, sps_values, strict=True)) if q.sps is not None else None
@@ -362,20 +376,11 @@ def encode_response(q: Query, item: dict[str, Any], tz_offset: str, explicit: bo
 
 
 def build_response(q: Query, item: dict[str, Any], tz_offset: str) -> Dataset:
+    """The response identifier as a pydicom Dataset (for big-endian or deflated transfer syntaxes)."""
+    values, sps_values, charset, _codec = _response_values(q, item)
     ds = Dataset()
-    values: list[str] = []
-    for kw in q.top:
-        v = item.get(kw, "") if kw in VRS else ""
-        values.append(v)
-    sps_values: list[str] = []
-    if q.sps is not None:
-        for kw in q.sps:
-            sps_values.append(item.get(SPS + kw, ""))
-    charset, _codec = _charset_for(values + sps_values, q.charset)
     if charset:
         ds.SpecificCharacterSet = charset
-    elif q.charset:
-        ds.SpecificCharacterSet = q.charset
     if q.timezone_requested:
         ds.TimezoneOffsetFromUTC = tz_offset
     for kw, v in zip(q.top, values, strict=True):
@@ -397,6 +402,7 @@ def make_handler(index: WorklistIndex) -> Callable[..., Iterator[tuple[int, Data
         t0 = time.perf_counter()
         try:
             q = parse_identifier(event.identifier)
+            quirks.apply(q, quirks.for_calling(index.get_cfg().quirks, event.assoc.requestor.ae_title))
             zone = query_zone(q.timezone)
             items = index.select(q.keys, zone=zone)
         except Refused as exc:

@@ -258,3 +258,37 @@ def test_findscu_interop(server, tmp_path, keys, expect):
         ds = pydicom.dcmread(files[0])
         assert str(ds.PatientName) == "MÜLLER^JOSÉ"
         assert ds.PatientID == "R4"
+
+
+QUIRKS = (
+    '{"OLDUS": ["charset:ISO_IR 100", "no-station-aet"], "TIMEUS": ["date-only", "ignore-modality"],'
+    ' "SEQUS": ["empty-sequence-item"], "CHEAPUS": ["charset:ISO_IR 6"]}'
+)
+
+
+def test_quirk_profiles_per_calling_ae(server_factory):
+    s = server_factory(
+        EBW_QUIRKS=QUIRKS, EBW_STATION_AET_MATCHING="strict", EBW_CALLING_AETS="US1,OLDUS,TIMEUS,SEQUS,CHEAPUS"
+    ).start()
+    admit(s, "034_utf8_declared")  # ÅSTRÖM^ZOË
+    # charset: answered in ISO_IR 100 although the query did not ask; no-station-aet drops the key
+    got = cfind(s, mwl_query(SPS_ScheduledStationAETitle="OLDUS"), calling="OLDUS")
+    assert got[0].SpecificCharacterSet == "ISO_IR 100" and str(got[0].PatientName) == "ÅSTRÖM^ZOË"
+    # strict station matching still applies to everyone else
+    assert cfind(s, mwl_query(SPS_ScheduledStationAETitle="OTHER"), calling="US1") == []
+    # ASCII only: transliterated, never "?"
+    got = cfind(s, mwl_query(), calling="CHEAPUS")
+    assert str(got[0].PatientName) == "ASTROM^ZOE" and "SpecificCharacterSet" not in got[0]
+    # date-only ignores a time that would exclude the item; ignore-modality ignores "CT"
+    q = mwl_query(SPS_ScheduledProcedureStepStartTime="000000-000001", SPS_Modality="CT")
+    assert len(cfind(s, q, calling="TIMEUS")) == 1
+    assert cfind(s, q, calling="US1") == []
+    # empty-sequence-item: an empty SPS item asks for the whole step
+    q = Dataset()
+    q.PatientID = ""
+    q.ScheduledProcedureStepSequence = [Dataset()]
+    got = cfind(s, q, calling="SEQUS")
+    step = got[0].ScheduledProcedureStepSequence[0]
+    assert step.Modality == "US" and step.ScheduledProcedureStepID and step.ScheduledProcedureStepStartDate
+    plain = cfind(s, q, calling="US1")[0].ScheduledProcedureStepSequence[0]
+    assert "Modality" not in plain

@@ -154,3 +154,18 @@ def test_example_environment_file_lists_every_variable():
     assert text == config.env_file(), "regenerate with: ebw config --env-file > deploy/systemd/ebw.env"
     for s in config.SETTINGS:
         assert f"#{s.env}=" in text
+
+
+@pytest.mark.parametrize(
+    "value,rule",
+    [
+        ("[1]", "JSON object"),
+        ('{"US1": ["nope"]}', "unknown profile 'nope'"),
+        ('{"US1": ["charset:KOI8"]}', "character sets are"),
+        ('{"US1": "date-only"}', "list of profile names"),
+    ],
+)
+def test_quirk_profiles_are_checked(value, rule):
+    with pytest.raises(ConfigError) as ei:
+        config.load({"EBW_QUIRKS": value})
+    assert ei.value.variable == "EBW_QUIRKS" and rule in str(ei.value)
