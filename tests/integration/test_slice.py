@@ -238,12 +238,12 @@ def test_no_patient_data_in_logs(server):
 
 
 @pytest.mark.dcmtk
-@pytest.mark.skipif(shutil.which("findscu") is None, reason="DCMTK findscu not on PATH")
+@pytest.mark.skipif(not shutil.which("/usr/bin/findscu"), reason="DCMTK findscu not installed")
 def test_dcmtk_findscu_sees_the_item(server, tmp_path):
     assert msa(server.send(corpus("001_a04_register.hl7")))[0] == "AA"
     out = subprocess.run(
         [
-            "findscu",
+            "/usr/bin/findscu",
             "-v",
             "-W",
             "-aet",
