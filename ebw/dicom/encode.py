@@ -106,3 +106,41 @@ def install() -> None:
 
     _sc.encode = encode
     _installed = True
+
+
+# -- Pending C-FIND responses written straight to the association's socket ---------
+
+MWL_FIND_UID = b"1.2.840.10008.5.1.4.31"  # 22 bytes: even, no padding
+
+
+def _us(tag_elem: int, value: int) -> bytes:
+    return struct.pack("<HHIH", 0x0000, tag_elem, 2, value)
+
+
+def find_rsp_command(message_id: int, status: int) -> bytes:
+    """A C-FIND-RSP command set (implicit VR little endian, as PS3.7 requires) with a data set."""
+    body = (
+        struct.pack("<HHI", 0x0000, 0x0002, len(MWL_FIND_UID))
+        + MWL_FIND_UID
+        + _us(0x0100, 0x8020)  # Command Field: C-FIND-RSP
+        + _us(0x0120, message_id)  # Message ID Being Responded To
+        + _us(0x0800, 0x0001)  # Command Data Set Type: present
+        + _us(0x0900, status)
+    )
+    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+
+
+def p_data_pdus(context_id: int, command: bytes, dataset: bytes, max_pdu: int) -> bytes:
+    """P-DATA-TF PDUs (PS3.8 9.3.5) carrying one DIMSE message: the command in one PDV,
+    the data set in as many PDVs as the peer's maximum PDU length requires."""
+    out = [_pdv_pdu(context_id, 0x03, command)]  # command, last fragment
+    room = max_pdu - 6 if max_pdu else len(dataset) or 1
+    for i in range(0, len(dataset), room):
+        last = i + room >= len(dataset)
+        out.append(_pdv_pdu(context_id, 0x02 if last else 0x00, dataset[i : i + room]))
+    return b"".join(out)
+
+
+def _pdv_pdu(context_id: int, control: int, data: bytes) -> bytes:
+    item = struct.pack(">IBB", len(data) + 2, context_id, control) + data
+    return struct.pack(">BBI", 0x04, 0x00, len(item)) + item

@@ -42,7 +42,7 @@ def control_id() -> bytes:
     return f"{int(time.time() * 1000):x}{os.getpid() % 0x10000:04x}{next(_seq) % 0x10000:04x}".encode()
 
 
-def _now(seps: bytes) -> bytes:
+def _now() -> bytes:
     t = time.time()
     lt = time.localtime(t)
     off = lt.tm_gmtoff // 60
@@ -74,7 +74,7 @@ def build(
             header.msh6,
             header.msh3,
             header.msh4,
-            _now(seps),
+            _now(),
             b"",
             b"ACK" + c + ev + c + b"ACK" if ev else b"ACK",
             control_id(),

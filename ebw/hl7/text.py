@@ -65,7 +65,6 @@ class Decoder:
         esc = self.seps[3:4]
         if esc not in raw:
             return self.decode(raw)
-        out: list[str] = []
         pending = bytearray()
         i, n = 0, len(raw)
         field_s, comp_s, rep_s, _esc_s, sub_s = (self.seps[k : k + 1] for k in range(5))
@@ -103,8 +102,7 @@ class Decoder:
                 pass  # highlighting, local escapes, charset switches, formatting: dropped
             else:
                 pending += esc + seq + esc
-        out.append(self.decode(bytes(pending)))
-        return "".join(out)
+        return self.decode(bytes(pending))
 
 
 def field(fields: list[bytes], n: int) -> bytes:
