@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,54 +83,6 @@ def adt_run(host: str, port: int, messages: list[bytes], connections: int) -> di
 
 
 # ------------------------------------------------------------------------------ C-FIND
-
-
-def cfind_timings(host: str, port: int, aet: str, queries: dict[str, Any], repeat: int) -> list[dict[str, Any]]:
-    from pydicom.dataset import Dataset
-    from pynetdicom import AE
-    from pynetdicom.sop_class import ModalityWorklistInformationFind
-
-    from ebw.dicom.net import nodelay_scu
-
-    nodelay_scu()
-    ae = AE(ae_title="BENCHSCU")
-    ae.add_requested_context(ModalityWorklistInformationFind)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 600
-    rows = []
-    for name, (keys, sps_keys) in queries.items():
-        times, counts = [], []
-        for _ in range(repeat if name != "today (all items)" else 1):
-            ds = Dataset()
-            for kw in ("PatientName", "PatientID", "AccessionNumber", "AdmissionID", "StudyInstanceUID"):
-                setattr(ds, kw, "")
-            for k, v in keys.items():
-                setattr(ds, k, v)
-            sps = Dataset()
-            sps.Modality = ""
-            sps.ScheduledProcedureStepStartDate = ""
-            sps.ScheduledProcedureStepStartTime = ""
-            for k, v in sps_keys.items():
-                setattr(sps, k, v)
-            ds.ScheduledProcedureStepSequence = [sps]
-            t0 = time.perf_counter()
-            assoc = ae.associate(host, port, ae_title=aet)
-            n = 0
-            for status, _ident in assoc.send_c_find(ds, ModalityWorklistInformationFind):
-                if status and status.Status in (0xFF00, 0xFF01):
-                    n += 1
-            assoc.release()
-            times.append(time.perf_counter() - t0)
-            counts.append(n)
-        rows.append(
-            {
-                "query": name,
-                "matches": counts[0],
-                "runs": len(times),
-                "p50_ms": round(statistics.median(times) * 1000, 1),
-                "max_ms": round(max(times) * 1000, 1),
-            }
-        )
-    return rows
 
 
 # ------------------------------------------------------------------------------ server
@@ -224,16 +175,13 @@ def main(argv: list[str] | None = None) -> int:
             e.patient_class = "E"
         admits = [load_feed.message("A04", e) for e in encs]
         adt_run(args.host, args.hl7_port, admits, 8)
+        from bench.cfind import QUERIES, measure  # the C-FIND client lives there
+
         target = encs[len(encs) // 2]
         today = time.strftime("%Y%m%d", time.gmtime())
-        queries: dict[str, Any] = {
-            "patient by ID": ({"PatientID": target.mrn}, {}),
-            "name wildcard + today": ({"PatientName": "KOWALSKI^ZO*"}, {"ScheduledProcedureStepStartDate": today}),
-            "accession number": ({"AccessionNumber": "EB000000009999"}, {}),
-        }
-        if args.full_list:
-            queries["today (all items)"] = ({}, {"ScheduledProcedureStepStartDate": today})
-        result["cfind"] = cfind_timings(args.host, args.dicom_port, args.aet, queries, args.repeat)
+        for name in QUERIES if args.full_list else QUERIES[:2]:
+            row = measure(args.host, args.dicom_port, args.aet, name, target.mrn, today, 1, args.repeat, 60.0)
+            result["cfind"].append({**row, "runs": row["queries"], "max_ms": row["p99_ms"]})
         result["cfind_active_items_at_least"] = args.items
     finally:
         if server:
@@ -250,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(f"\nC-FIND with {args.items} active encounters (one association per query, TCP_NODELAY):")
-    print(table(result["cfind"], ["query", "matches", "runs", "p50_ms", "max_ms"]))
+    print(table(result["cfind"], ["query", "matches", "runs", "p50_ms", "p99_ms"]))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     print(f"\nJSON: {args.json}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +22,16 @@ CORPUS = ROOT / "tests" / "corpus" / "hl7"
 
 # A name no real patient has: tests assert it never reaches a log record.
 PHI_SENTINEL = "ZZSENTINELNAME"
+
+
+def fresh_copy(module: types.ModuleType) -> types.ModuleType:
+    """Run a module's file again as a private module (``sys.modules`` untouched):
+    lets a test see what a selector picks under another environment."""
+    spec = importlib.util.spec_from_file_location(module.__name__, module.__file__)
+    assert spec is not None and spec.loader is not None
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    return copy
 
 
 def free_port() -> int:

@@ -6,18 +6,17 @@ test on the reference and on the Cython twin ``ebw._fast.cfind``.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
 import ebw.dicom.match as match_selector
 from ebw.dicom import _match_ref
 from ebw.errors import QueryError
+from tests.conftest import fresh_copy
 
 NO_EXTENSIONS = os.environ.get("EBW_NO_EXTENSIONS") == "1"
 
@@ -664,23 +663,13 @@ def test_selector_uses_the_compiled_matcher_unless_disabled() -> None:
         assert getattr(match_selector, name) is getattr(module, name)
 
 
-def _load_selector_copy() -> types.ModuleType:
-    """Run ebw/dicom/match.py again as a private module (sys.modules untouched)."""
-    path = Path(match_selector.__file__)
-    spec = importlib.util.spec_from_file_location("ebw.dicom.match", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_selector_falls_back_with_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv("EBW_NO_EXTENSIONS", raising=False)
     monkeypatch.setitem(sys.modules, "ebw._fast.cfind", None)  # import -> ImportError
     with caplog.at_level(logging.WARNING, logger="ebw.dicom.match"):
-        module = _load_selector_copy()
+        module = fresh_copy(match_selector)
     assert module.IMPLEMENTATION == "ref"
     assert module.match is _match_ref.match
     warnings = [r for r in caplog.records if r.name == "ebw.dicom.match"]
@@ -692,7 +681,7 @@ def test_selector_env_var_picks_reference_silently(
 ) -> None:
     monkeypatch.setenv("EBW_NO_EXTENSIONS", "1")
     with caplog.at_level(logging.DEBUG, logger="ebw.dicom.match"):
-        module = _load_selector_copy()
+        module = fresh_copy(match_selector)
     assert module.IMPLEMENTATION == "ref"
     assert module.compile_query is _match_ref.compile_query
     assert not [r for r in caplog.records if r.name == "ebw.dicom.match"]

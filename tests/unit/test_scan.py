@@ -6,18 +6,17 @@ on the reference and on the Cython twin ``ebw._fast.hl7scan``.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
 import ebw.hl7.scan as scan_selector
 from ebw.errors import ParseError
 from ebw.hl7 import _scan_ref
+from tests.conftest import fresh_copy
 
 NO_EXTENSIONS = os.environ.get("EBW_NO_EXTENSIONS") == "1"
 
@@ -366,23 +365,13 @@ def test_selector_uses_the_compiled_scanner_unless_disabled() -> None:
     assert scan_selector.scan is module.scan
 
 
-def _load_selector_copy() -> types.ModuleType:
-    """Run ebw/hl7/scan.py again as a private module (sys.modules untouched)."""
-    path = Path(scan_selector.__file__)
-    spec = importlib.util.spec_from_file_location("ebw.hl7.scan", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_selector_falls_back_with_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv("EBW_NO_EXTENSIONS", raising=False)
     monkeypatch.setitem(sys.modules, "ebw._fast.hl7scan", None)  # import -> ImportError
     with caplog.at_level(logging.WARNING, logger="ebw.hl7.scan"):
-        module = _load_selector_copy()
+        module = fresh_copy(scan_selector)
     assert module.IMPLEMENTATION == "ref"
     assert module.scan is _scan_ref.scan
     warnings = [r for r in caplog.records if r.name == "ebw.hl7.scan"]
@@ -394,7 +383,7 @@ def test_selector_env_var_picks_reference_silently(
 ) -> None:
     monkeypatch.setenv("EBW_NO_EXTENSIONS", "1")
     with caplog.at_level(logging.DEBUG, logger="ebw.hl7.scan"):
-        module = _load_selector_copy()
+        module = fresh_copy(scan_selector)
     assert module.IMPLEMENTATION == "ref"
     assert module.scan is _scan_ref.scan
     assert not [r for r in caplog.records if r.name == "ebw.hl7.scan"]
