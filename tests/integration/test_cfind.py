@@ -302,3 +302,20 @@ def test_quirk_profiles_per_calling_ae(server_factory):
     assert step.Modality == "US" and step.ScheduledProcedureStepID and step.ScheduledProcedureStepStartDate
     plain = cfind(s, q, calling="US1")[0].ScheduledProcedureStepSequence[0]
     assert "Modality" not in plain
+
+
+def test_long_answers_respect_a_small_maximum_pdu(server):
+    """Responses written as P-DATA by EBW are fragmented to the SCU's maximum PDU length."""
+    admit(server, "010_a04_register", "050_a04_person_visit1", "051_a04_person_visit2", "034_utf8_declared")
+    ae = AE(ae_title="TESTSCU")
+    ae.maximum_pdu_size = 128  # each identifier needs several PDVs
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title="EBW")
+    got = [
+        ident
+        for status, ident in assoc.send_c_find(mwl_query(), ModalityWorklistInformationFind)
+        if status.Status == 0xFF00
+    ]
+    assoc.release()
+    assert sorted(str(i.PatientName) for i in got) == ["LIFE^ANNA", "PERSON^PETE", "PERSON^PETE", "ÅSTRÖM^ZOË"]
+    assert all(i.ScheduledProcedureStepSequence[0].Modality == "US" for i in got)
