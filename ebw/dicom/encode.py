@@ -64,8 +64,10 @@ def encode_identifier(
     empty_sequences: list[str],
     codec: str,
     explicit: bool,
+    sps_empty: tuple[str, ...] | list[str] = (),
 ) -> bytes:
-    """Encode (keyword, value) pairs, the SPS item and empty sequences, in tag order."""
+    """Encode (keyword, value) pairs, the SPS item (with ``sps_empty`` sequences in it)
+    and empty sequences, in tag order."""
     elems: list[tuple[int, bytes]] = []
     for kw, value in top:
         tag, vr = _tag_vr(kw)
@@ -75,6 +77,9 @@ def encode_identifier(
         for kw, value in sps:
             tag, vr = _tag_vr(kw)
             item_elems.append((tag, _element(tag, vr, _value_bytes(vr, value, codec), explicit)))
+        for kw in sps_empty:
+            tag, _vr = _tag_vr(kw)
+            item_elems.append((tag, _element(tag, "SQ", b"", explicit)))
         item_elems.sort()
         body = b"".join(e for _, e in item_elems)
         item = struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body

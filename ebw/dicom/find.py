@@ -68,6 +68,7 @@ class Query:
     top: list[str] = field(default_factory=list)  # requested top-level keywords, in order
     sps: list[str] | None = None  # requested SPS keywords; None when the SPS sequence was not asked for
     empty_sequences: list[str] = field(default_factory=list)  # other sequences requested: returned empty
+    sps_empty: list[str] = field(default_factory=list)  # sequences requested inside the SPS item: returned empty
     unsupported: bool = False
     charset: str = ""
     timezone_requested: bool = False
@@ -109,8 +110,13 @@ def parse_identifier(ds: Dataset) -> Query:
                     raise QueryError("ScheduledProcedureStepSequence: a query sequence holds one item")
                 for sub in items[0] if items else []:
                     skw = sub.keyword
-                    if sub.VR == "SQ" or not skw:
+                    if not skw:
                         q.unsupported = q.unsupported or bool(sub.value)
+                        continue
+                    if sub.VR == "SQ":  # e.g. Scheduled Protocol Code Sequence: EBW holds none
+                        q.sps_empty.append(skw)
+                        if sub.value and any(len(item) for item in sub.value):
+                            q.unsupported = True
                         continue
                     q.sps.append(skw)
                     path = SPS + skw
@@ -378,7 +384,7 @@ def encode_response(q: Query, item: dict[str, Any], tz_offset: str, explicit: bo
     if q.timezone_requested:
         top.append(("TimezoneOffsetFromUTC", tz_offset))
     sps = list(zip(q.sps, sps_values, strict=True)) if q.sps is not None else None
-    return PreEncoded(encode_identifier(top, sps, q.empty_sequences, codec, explicit), explicit)
+    return PreEncoded(encode_identifier(top, sps, q.empty_sequences, codec, explicit, q.sps_empty), explicit)
 
 
 def build_response(q: Query, item: dict[str, Any], tz_offset: str) -> Dataset:
@@ -395,6 +401,8 @@ def build_response(q: Query, item: dict[str, Any], tz_offset: str) -> Dataset:
         sub = Dataset()
         for kw, v in zip(q.sps, sps_values, strict=True):
             setattr(sub, kw, v if v != "" else None)
+        for kw in q.sps_empty:
+            setattr(sub, kw, Sequence([]))
         ds.ScheduledProcedureStepSequence = Sequence([sub])
     for kw in q.empty_sequences:
         setattr(ds, kw, Sequence([]))

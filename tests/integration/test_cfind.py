@@ -319,3 +319,15 @@ def test_long_answers_respect_a_small_maximum_pdu(server):
     assoc.release()
     assert sorted(str(i.PatientName) for i in got) == ["LIFE^ANNA", "PERSON^PETE", "PERSON^PETE", "ÅSTRÖM^ZOË"]
     assert all(i.ScheduledProcedureStepSequence[0].Modality == "US" for i in got)
+
+
+def test_sequences_inside_the_step_are_returned_empty(server):
+    admit(server, "010_a04_register")
+    q = mwl_query()
+    q.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence = []
+    q.ReferencedStudySequence = []
+    got = cfind(server, q)
+    assert len(got) == 1
+    step = got[0].ScheduledProcedureStepSequence[0]
+    assert "ScheduledProtocolCodeSequence" in step and len(step.ScheduledProtocolCodeSequence) == 0
+    assert "ReferencedStudySequence" in got[0] and len(got[0].ReferencedStudySequence) == 0

@@ -48,6 +48,7 @@ def test_same_bytes_as_pydicom(explicit, charset, tz):
         ],
         sps=["Modality", "ScheduledProcedureStepStartDate", "ScheduledStationAETitle"],
         empty_sequences=["ReferencedStudySequence"],
+        sps_empty=["ScheduledProtocolCodeSequence"],
         charset=charset,
         timezone_requested=tz,
     )
@@ -55,6 +56,7 @@ def test_same_bytes_as_pydicom(explicit, charset, tz):
     ds.ScheduledProcedureStepSequence.is_undefined_length = False
     for item in ds.ScheduledProcedureStepSequence:
         item.is_undefined_length_sequence_item = False
+        item.ScheduledProtocolCodeSequence.is_undefined_length = False
     ds.ReferencedStudySequence.is_undefined_length = False
     mine = encode_response(q, ITEM, "+0100", explicit)._ebw_data
     assert mine == pydicom_bytes(ds, explicit)
