@@ -53,6 +53,7 @@ VRS: dict[str, str] = {
     "AdmissionID": "LO",
     "CurrentPatientLocation": "LO",
     "InstitutionName": "LO",
+    "InstitutionalDepartmentName": "LO",
     "ReferringPhysicianName": "PN",
     "RequestingPhysician": "PN",
     "AccessionNumber": "SH",
@@ -122,6 +123,8 @@ def make_item(record: dict[str, Any]) -> dict[str, Any]:
     item[SPS + "ScheduledPerformingPhysicianName"] = attending
     item[SPS + "ScheduledProcedureStepID"] = record["accession"]
     item[SPS + "ScheduledProcedureStepLocation"] = _dicom_text(v.get("point_of_care"))[:16]
+    # EBIW: the department is the hospital service (PV1-10), else the point of care (PV1-3.1)
+    item["InstitutionalDepartmentName"] = _dicom_text(v.get("service") or v.get("point_of_care"))[:64]
     item["_ts"] = record["accession_ts"]
     item["_vip"] = (v.get("vip") or "").upper()
     return item

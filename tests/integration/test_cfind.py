@@ -331,3 +331,14 @@ def test_sequences_inside_the_step_are_returned_empty(server):
     step = got[0].ScheduledProcedureStepSequence[0]
     assert "ScheduledProtocolCodeSequence" in step and len(step.ScheduledProtocolCodeSequence) == 0
     assert "ReferencedStudySequence" in got[0] and len(got[0].ReferencedStudySequence) == 0
+
+
+def test_encounter_based_keys(server):
+    """IHE EBIW keys: Admission ID, Institution Name and Department are returned and matched."""
+    admit(server, "010_a04_register", "023_a01_admit_v23")
+    q = mwl_query(InstitutionalDepartmentName="EM")
+    q.InstitutionName = "GENHOSP"
+    got = sorted((i.PatientID, i.InstitutionName, i.InstitutionalDepartmentName) for i in cfind(server, q))
+    assert got == [("L1", "GENHOSP", "EM"), ("P2", "GENHOSP", "EM")]
+    assert cfind(server, mwl_query(InstitutionalDepartmentName="CARD")) == []
+    assert [i.AdmissionID for i in cfind(server, mwl_query(AdmissionID="PV2A"))] == ["PV2A"]
