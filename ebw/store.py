@@ -168,9 +168,6 @@ class Store:
 
     # -- encounters --------------------------------------------------------
 
-    def get_encounter_raw(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> bytes | None:
-        return txn.get(key(ep, enc_key), db=self.db["enc"])
-
     def get_encounter(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> dict[str, Any] | None:
         raw = txn.get(key(ep, enc_key), db=self.db["enc"])
         return None if raw is None else loads(raw)
@@ -294,16 +291,6 @@ class Store:
             if v is not None:
                 yield k[n:], v
 
-    def active_by_patient_id(self, txn: lmdb.Transaction, ep: str, patient_id: str) -> Iterator[tuple[bytes, bytes]]:
-        """Like ``iter_active_raw``, for the encounters of one Patient ID (any issuer)."""
-        active, enc = self.db["active"], self.db["enc"]
-        for enc_key in self.encounters_of_patient(txn, ep, patient_id):
-            k = key(ep, enc_key)
-            if txn.get(k, db=active) is not None:
-                v = txn.get(k, db=enc)
-                if v is not None:
-                    yield enc_key.encode("utf-8"), v
-
     # -- accession numbers -----------------------------------------------------
 
     def accession_taken(self, txn: lmdb.Transaction, accession: str) -> bool:
@@ -361,9 +348,6 @@ class Store:
                 break
         return n
 
-    def journal_count(self, txn: lmdb.Transaction) -> int:
-        return txn.stat(self.db["journal"])["entries"]
-
     def drop_index(self, txn: lmdb.Transaction) -> None:
         """Empty the encounter index (not the journal, the accession numbers or counters)."""
         for name in INDEX_DBS:
@@ -373,10 +357,3 @@ class Store:
             while cur.key().startswith(b"count:"):
                 if not cur.delete():
                     break
-
-    def accession_owner(self, txn: lmdb.Transaction, accession: str) -> tuple[str, str] | None:
-        raw = txn.get(accession.encode(), db=self.db["accession"])
-        if raw is None:
-            return None
-        ep, enc_key = bytes(raw).split(SEP, 1)
-        return ep.decode(), enc_key.decode()
