@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,39 @@ def fresh_copy(module: types.ModuleType) -> types.ModuleType:
     copy = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(copy)
     return copy
+
+
+def dcmtk_findscu() -> str | None:
+    """DCMTK's findscu by path (pynetdicom installs an app of the same name into the venv)."""
+    for cand in ("/usr/bin/findscu", "/usr/local/bin/findscu"):
+        if shutil.which(cand):
+            return cand
+    return None
+
+
+def run_findscu(port: int, keys: list[str], out_dir: Path, calling: str = "FINDSCU", called: str = "EBW") -> list:
+    """Worklist query with DCMTK findscu (``keys``: its ``-k`` arguments, flags included);
+    returns the response datasets it wrote."""
+    import pydicom
+
+    cmd = [
+        dcmtk_findscu() or "findscu",
+        "-v",
+        "-W",
+        "-aet",
+        calling,
+        "-aec",
+        called,
+        "127.0.0.1",
+        str(port),
+        *keys,
+        "-X",
+        "-od",
+        str(out_dir),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return [pydicom.dcmread(f) for f in sorted(out_dir.glob("rsp*.dcm"))]
 
 
 def free_port() -> int:

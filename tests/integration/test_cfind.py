@@ -4,8 +4,6 @@ timezones, access lists, privacy, result caps, C-CANCEL, and DCMTK findscu inter
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import subprocess
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +11,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from tests.conftest import msa
+from tests.conftest import dcmtk_findscu, msa, run_findscu
 from tests.integration.test_lifecycle import load
 from tests.integration.test_slice import cfind, mwl_query
 
@@ -210,16 +208,8 @@ def test_unknown_attribute_is_returned_empty_with_ff01(server):
     assert "PatientWeight" in ident and not ident.PatientWeight
 
 
-def findscu() -> str | None:
-    """DCMTK's findscu (pynetdicom installs an app of the same name into the venv)."""
-    for cand in ("/usr/bin/findscu", "/usr/local/bin/findscu"):
-        if shutil.which(cand):
-            return cand
-    return None
-
-
 @pytest.mark.dcmtk
-@pytest.mark.skipif(findscu() is None, reason="DCMTK findscu not installed")
+@pytest.mark.skipif(dcmtk_findscu() is None, reason="DCMTK findscu not installed")
 @pytest.mark.parametrize(
     "keys,expect",
     [
@@ -234,38 +224,11 @@ def findscu() -> str | None:
 )
 def test_findscu_interop(server, tmp_path, keys, expect):
     admit(server, "033_latin1_8859_1")
-    out = subprocess.run(
-        [
-            findscu(),
-            "-W",
-            "-aet",
-            "ULTRASOUND1",
-            "-aec",
-            "EBW",
-            "127.0.0.1",
-            str(server.dicom_port),
-            "-k",
-            "PatientName",
-            "-k",
-            "PatientID",
-            "-k",
-            "AccessionNumber",
-            *keys,
-            "-X",
-            "-od",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    files = sorted(tmp_path.glob("rsp*.dcm"))
-    assert len(files) == expect
+    base = ["-k", "PatientName", "-k", "PatientID", "-k", "AccessionNumber"]
+    found = run_findscu(server.dicom_port, base + keys, tmp_path, calling="ULTRASOUND1")
+    assert len(found) == expect
     if expect:
-        import pydicom
-
-        ds = pydicom.dcmread(files[0])
+        ds = found[0]
         assert str(ds.PatientName) == "MÜLLER^JOSÉ"
         assert ds.PatientID == "R4"
 

@@ -7,15 +7,13 @@ with real clients: an MLLP socket, a pynetdicom SCU and DCMTK ``findscu``.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import subprocess
 
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
-from tests.conftest import PHI_SENTINEL, corpus, msa
+from tests.conftest import PHI_SENTINEL, corpus, dcmtk_findscu, msa, run_findscu
 
 pytestmark = pytest.mark.network
 
@@ -238,44 +236,19 @@ def test_no_patient_data_in_logs(server):
 
 
 @pytest.mark.dcmtk
-@pytest.mark.skipif(not shutil.which("/usr/bin/findscu"), reason="DCMTK findscu not installed")
+@pytest.mark.skipif(dcmtk_findscu() is None, reason="DCMTK findscu not installed")
 def test_dcmtk_findscu_sees_the_item(server, tmp_path):
     assert msa(server.send(corpus("001_a04_register.hl7")))[0] == "AA"
-    out = subprocess.run(
-        [
-            "/usr/bin/findscu",
-            "-v",
-            "-W",
-            "-aet",
-            "FINDSCU",
-            "-aec",
-            "EBW",
-            "127.0.0.1",
-            str(server.dicom_port),
-            "-k",
-            "PatientName=",
-            "-k",
-            "PatientID=555123",
-            "-k",
-            "AccessionNumber=",
-            "-k",
-            "(0040,0100)[0].Modality=US",
-            "-k",
-            "(0040,0100)[0].ScheduledProcedureStepStartDate=",
-            "-X",
-            "-od",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    files = sorted(tmp_path.glob("rsp*.dcm"))
-    assert len(files) == 1
-    import pydicom
-
-    ds = pydicom.dcmread(files[0])
+    keys = [
+        "PatientName=",
+        "PatientID=555123",
+        "AccessionNumber=",
+        "(0040,0100)[0].Modality=US",
+        "(0040,0100)[0].ScheduledProcedureStepStartDate=",
+    ]
+    found = run_findscu(server.dicom_port, [a for k in keys for a in ("-k", k)], tmp_path)
+    assert len(found) == 1
+    ds = found[0]
     assert ds.PatientID == "555123"
     assert str(ds.PatientName) == "DOE^JANE^Q^MRS"
     assert ds.AccessionNumber.startswith("EB")
