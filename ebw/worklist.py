@@ -34,6 +34,13 @@ SPS = "ScheduledProcedureStepSequence."
 # SPS start date + time as one DT value, for combined date-time matching (PS3.4 C.2.2.2.5.4)
 START_DATETIME = SPS + "_StartDateTime"
 
+# Other sequences EBW fills: one item, these attributes (paths "<sequence>.<keyword>").
+# EBIW: Issuer of Admission ID Sequence is R+ (the visit number's assigning authority).
+ISSUER_OF_ADMISSION = "IssuerOfAdmissionIDSequence."
+ITEM_SEQUENCES: dict[str, tuple[str, ...]] = {
+    "IssuerOfAdmissionIDSequence": ("LocalNamespaceEntityID", "UniversalEntityID", "UniversalEntityIDType"),
+}
+
 # Attribute paths of a stored item (besides the ones filled in at query time).
 ITEM_PATIENT = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
 ITEM_VISIT = (
@@ -70,6 +77,9 @@ VRS: dict[str, str] = {
     SPS + "ScheduledProcedureStepLocation": "SH",
     SPS + "ScheduledProcedureStepStatus": "CS",
     START_DATETIME: "DT",
+    ISSUER_OF_ADMISSION + "LocalNamespaceEntityID": "LO",  # UT in the dictionary; matched like LO
+    ISSUER_OF_ADMISSION + "UniversalEntityID": "LO",
+    ISSUER_OF_ADMISSION + "UniversalEntityIDType": "CS",
 }
 
 
@@ -125,6 +135,9 @@ def make_item(record: dict[str, Any]) -> dict[str, Any]:
     item[SPS + "ScheduledProcedureStepLocation"] = _dicom_text(v.get("point_of_care"))[:16]
     # EBIW: the department is the hospital service (PV1-10), else the point of care (PV1-3.1)
     item["InstitutionalDepartmentName"] = _dicom_text(v.get("service") or v.get("point_of_care"))[:64]
+    item[ISSUER_OF_ADMISSION + "LocalNamespaceEntityID"] = (
+        _dicom_text(v.get("admission_issuer")) if v.get("AdmissionID") else ""
+    )
     item["_ts"] = record["accession_ts"]
     item["_vip"] = (v.get("vip") or "").upper()
     return item

@@ -65,10 +65,24 @@ def encode_identifier(
     codec: str,
     explicit: bool,
     sps_empty: tuple[str, ...] | list[str] = (),
+    sequences: tuple[tuple[str, list[tuple[str, str]] | None], ...] | list[Any] = (),
 ) -> bytes:
-    """Encode (keyword, value) pairs, the SPS item (with ``sps_empty`` sequences in it)
-    and empty sequences, in tag order."""
+    """Encode (keyword, value) pairs, the SPS item (with ``sps_empty`` sequences in it),
+    ``sequences`` -- (keyword, the (keyword, value) pairs of its one item, or None for
+    no item) -- and empty sequences, in tag order."""
     elems: list[tuple[int, bytes]] = []
+    for seq_kw, pairs in sequences:
+        body = b""
+        if pairs is not None:
+            sub = []
+            for kw, value in pairs:
+                tag, vr = _tag_vr(kw)
+                sub.append((tag, _element(tag, vr, _value_bytes(vr, value, codec), explicit)))
+            sub.sort()
+            inner = b"".join(e for _, e in sub)
+            body = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner)) + inner
+        tag, _vr = _tag_vr(seq_kw)
+        elems.append((tag, _element(tag, "SQ", body, explicit)))
     for kw, value in top:
         tag, vr = _tag_vr(kw)
         elems.append((tag, _element(tag, vr, _value_bytes(vr, value, codec), explicit)))

@@ -41,7 +41,7 @@ from .. import curation, metrics
 from ..config import EndpointConfig
 from ..errors import QueryError
 from ..store import Store, loads
-from ..worklist import SPS, START_DATETIME, VRS, Renderer, make_item
+from ..worklist import ITEM_SEQUENCES, SPS, START_DATETIME, VRS, Renderer, make_item
 from . import match, quirks
 from .encode import PreEncoded, encode_identifier, find_rsp_command, install, p_data_pdus
 
@@ -69,6 +69,8 @@ class Query:
     sps: list[str] | None = None  # requested SPS keywords; None when the SPS sequence was not asked for
     empty_sequences: list[str] = field(default_factory=list)  # other sequences requested: returned empty
     sps_empty: list[str] = field(default_factory=list)  # sequences requested inside the SPS item: returned empty
+    # other sequences EBW fills (``ITEM_SEQUENCES``): keyword -> requested keywords in its item
+    sequences: dict[str, list[str]] = field(default_factory=dict)
     unsupported: bool = False
     charset: str = ""
     timezone_requested: bool = False
@@ -124,6 +126,24 @@ def parse_identifier(ds: Dataset) -> Query:
                         q.keys.append((path, VRS[path], _value(sub)))
                     elif _value(sub):
                         q.unsupported = True
+            elif kw in ITEM_SEQUENCES:
+                items = elem.value or []
+                if len(items) > 1:
+                    raise QueryError(f"{kw}: a query sequence holds one item")
+                wanted = q.sequences[kw] = []
+                for sub in items[0] if items else []:
+                    skw = sub.keyword
+                    if not skw or sub.VR == "SQ":
+                        q.unsupported = q.unsupported or bool(sub.value)
+                        continue
+                    wanted.append(skw)
+                    path = f"{kw}.{skw}"
+                    if path in VRS:
+                        q.keys.append((path, VRS[path], _value(sub)))
+                    elif _value(sub):
+                        q.unsupported = True
+                if not wanted:  # an empty item (or none) asks for the whole item
+                    wanted.extend(ITEM_SEQUENCES[kw])
             else:
                 q.empty_sequences.append(kw)
                 if elem.value and any(len(item) for item in elem.value):
@@ -362,9 +382,12 @@ def _charset_for(values: list[str], requested: str, fixed: str = "") -> tuple[st
 
 
 def _response_values(q: Query, item: dict[str, Any]) -> tuple[list[str], list[str], str, str]:
-    """Values of the requested top-level and SPS keys, and the character set to send them in."""
+    """Values of the requested top-level and SPS keys, then those of ``q.sequences`` (in
+    order), and the character set to send them in."""
     values = [item.get(kw, "") if kw in VRS else "" for kw in q.top]
     sps_values = [item.get(SPS + kw, "") for kw in q.sps] if q.sps is not None else []
+    for seq, kws in q.sequences.items():
+        sps_values += [item.get(f"{seq}.{kw}", "") for kw in kws]
     charset, codec = _charset_for(values + sps_values, q.charset, q.fixed_charset)
     if q.fixed_charset:
         values = [quirks.transliterate(v, codec) for v in values]
@@ -383,8 +406,23 @@ def encode_response(q: Query, item: dict[str, Any], tz_offset: str, explicit: bo
         top.append(("SpecificCharacterSet", charset))
     if q.timezone_requested:
         top.append(("TimezoneOffsetFromUTC", tz_offset))
-    sps = list(zip(q.sps, sps_values, strict=True)) if q.sps is not None else None
-    return PreEncoded(encode_identifier(top, sps, q.empty_sequences, codec, explicit, q.sps_empty), explicit)
+    sps, sequences = _split_sequences(q, sps_values)
+    return PreEncoded(encode_identifier(top, sps, q.empty_sequences, codec, explicit, q.sps_empty, sequences), explicit)
+
+
+def _split_sequences(
+    q: Query, values: list[str]
+) -> tuple[list[tuple[str, str]] | None, list[tuple[str, list[tuple[str, str]] | None]]]:
+    """The SPS item's (keyword, value) pairs, and each other sequence's item (None -- no
+    item -- when EBW holds none of its values for this encounter)."""
+    n = len(q.sps) if q.sps is not None else 0
+    sps = list(zip(q.sps, values[:n], strict=True)) if q.sps is not None else None
+    sequences: list[tuple[str, list[tuple[str, str]] | None]] = []
+    for seq, kws in q.sequences.items():
+        part = values[n : n + len(kws)]
+        n += len(kws)
+        sequences.append((seq, list(zip(kws, part, strict=True)) if any(part) else None))
+    return sps, sequences
 
 
 def build_response(q: Query, item: dict[str, Any], tz_offset: str) -> Dataset:
@@ -397,13 +435,22 @@ def build_response(q: Query, item: dict[str, Any], tz_offset: str) -> Dataset:
         ds.TimezoneOffsetFromUTC = tz_offset
     for kw, v in zip(q.top, values, strict=True):
         setattr(ds, kw, v if v != "" else None)
-    if q.sps is not None:
+    sps, sequences = _split_sequences(q, sps_values)
+    if sps is not None:
         sub = Dataset()
-        for kw, v in zip(q.sps, sps_values, strict=True):
+        for kw, v in sps:
             setattr(sub, kw, v if v != "" else None)
         for kw in q.sps_empty:
             setattr(sub, kw, Sequence([]))
         ds.ScheduledProcedureStepSequence = Sequence([sub])
+    for seq, pairs in sequences:
+        items = []
+        if pairs is not None:
+            sub = Dataset()
+            for kw, v in pairs:
+                setattr(sub, kw, v if v != "" else None)
+            items.append(sub)
+        setattr(ds, seq, Sequence(items))
     for kw in q.empty_sequences:
         setattr(ds, kw, Sequence([]))
     return ds

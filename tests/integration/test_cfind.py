@@ -305,3 +305,24 @@ def test_encounter_based_keys(server):
     assert got == [("L1", "GENHOSP", "EM"), ("P2", "GENHOSP", "EM")]
     assert cfind(server, mwl_query(InstitutionalDepartmentName="CARD")) == []
     assert [i.AdmissionID for i in cfind(server, mwl_query(AdmissionID="PV2A"))] == ["PV2A"]
+
+
+def test_issuer_of_admission_id_is_returned_and_matched(server):
+    """EBIW R+: Issuer of Admission ID Sequence carries the visit number's assigning authority (PV1-19.4)."""
+    admit(server, "010_a04_register", "023_a01_admit_v23")
+    q = mwl_query()
+    q.IssuerOfAdmissionIDSequence = []  # zero items: return the whole item
+    got = {i.AdmissionID: i.IssuerOfAdmissionIDSequence for i in cfind(server, q)}
+    assert {k: [x.LocalNamespaceEntityID for x in v] for k, v in got.items()} == {
+        "LV1": ["GENHOSP"],
+        "PV2A": ["GENHOSP"],
+    }
+    assert "UniversalEntityID" in got["LV1"][0] and got["LV1"][0].UniversalEntityID in ("", None)
+    sub = Dataset()
+    sub.LocalNamespaceEntityID = "OTHERHOSP"
+    q.IssuerOfAdmissionIDSequence = [sub]
+    assert cfind(server, q) == []
+    sub.LocalNamespaceEntityID = "GENHOSP"
+    q.IssuerOfAdmissionIDSequence = [sub]
+    got = cfind(server, q)
+    assert len(got) == 2 and all(list(i.IssuerOfAdmissionIDSequence[0].keys()) == [0x00400031] for i in got)

@@ -21,6 +21,7 @@ ITEM = {
     SPS + "ScheduledProcedureStepStartDate": "20261128",
     SPS + "ScheduledProcedureStepStartTime": "101500",
     SPS + "ScheduledStationAETitle": "",
+    "IssuerOfAdmissionIDSequence.LocalNamespaceEntityID": "GENHOSP",
 }
 
 
@@ -51,8 +52,12 @@ def test_same_bytes_as_pydicom(explicit, charset, tz):
         sps_empty=["ScheduledProtocolCodeSequence"],
         charset=charset,
         timezone_requested=tz,
+        sequences={"IssuerOfAdmissionIDSequence": ["LocalNamespaceEntityID", "UniversalEntityID"]},
     )
     ds = build_response(q, ITEM, "+0100")
+    assert ds.IssuerOfAdmissionIDSequence[0].LocalNamespaceEntityID == "GENHOSP"
+    ds.IssuerOfAdmissionIDSequence.is_undefined_length = False
+    ds.IssuerOfAdmissionIDSequence[0].is_undefined_length_sequence_item = False
     ds.ScheduledProcedureStepSequence.is_undefined_length = False
     for item in ds.ScheduledProcedureStepSequence:
         item.is_undefined_length_sequence_item = False
@@ -60,3 +65,13 @@ def test_same_bytes_as_pydicom(explicit, charset, tz):
     ds.ReferencedStudySequence.is_undefined_length = False
     mine = encode_response(q, ITEM, "+0100", explicit)._ebw_data
     assert mine == pydicom_bytes(ds, explicit)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_sequence_with_no_values_has_no_item(explicit):
+    q = Query(top=["PatientID"], sequences={"IssuerOfAdmissionIDSequence": ["LocalNamespaceEntityID"]})
+    item = dict(ITEM, **{"IssuerOfAdmissionIDSequence.LocalNamespaceEntityID": ""})
+    ds = build_response(q, item, "+0000")
+    assert len(ds.IssuerOfAdmissionIDSequence) == 0
+    ds.IssuerOfAdmissionIDSequence.is_undefined_length = False
+    assert encode_response(q, item, "+0000", explicit)._ebw_data == pydicom_bytes(ds, explicit)
