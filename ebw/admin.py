@@ -2,7 +2,9 @@
 
 Runs in the supervisor (threads), which holds no LMDB environment.
 ``/metrics`` aggregates every process's metrics with prometheus_client's
-``MultiProcessCollector`` into a fresh registry per scrape.
+``MultiProcessCollector`` into a fresh registry per scrape, plus the standard
+``process_*`` metrics of the supervisor itself (the workers' own figures are
+the ``ebw_worker_*`` gauges, see ``ebw.metrics``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,17 @@ log = logging.getLogger(__name__)
 
 
 def _metrics_payload() -> tuple[bytes, str]:
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        ProcessCollector,
+        generate_latest,
+        multiprocess,
+    )
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    ProcessCollector(registry=registry)  # this process (the supervisor) only
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

@@ -84,7 +84,7 @@ class Hl7Endpoint:
             log.debug("%s: MSH-10 %s %s %s", self.ep, change.control_id, event, applied.outcome)
             return self._answer(change.header, "AA", 0, "", "", event)
         finally:
-            metrics.hl7_ack_duration.labels(self.ep).observe(time.perf_counter() - t0)
+            metrics.hl7_ack_seconds.labels(self.ep).observe(time.perf_counter() - t0)
 
     def _job(self, change: Change, cfg: EndpointConfig, frame: bytes) -> Callable[[Any], encounters.Applied]:
         store, ep = self.store, self.ep

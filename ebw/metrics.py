@@ -4,7 +4,19 @@ Multi-process: the supervisor empties ``PROMETHEUS_MULTIPROC_DIR`` and exports
 it before forking (prometheus_client picks its storage at import time, so
 this module must be imported only after that); ``/metrics`` builds a fresh
 registry with ``MultiProcessCollector`` per scrape.  Labels stay few:
-endpoint, event, ack.  Never a patient or encounter id.
+endpoint, event, ack, status, reason, worker.  Never a patient or encounter id.
+
+Gauges and their multi-process modes: ``livesum`` for what each live worker
+holds (open connections; dropped with the worker's files when it dies);
+``mostrecent`` for state every worker reads from the one shared LMDB
+environment (the latest write wins, whichever worker made it); ``liveall`` for
+the per-worker process gauges (one sample per live worker, labelled with its
+index and, added by prometheus_client, its ``pid``).  Counters and histograms
+of dead workers are kept (the supervisor removes only live-gauge files).
+
+The standard ``process_*`` collector cannot aggregate processes: the scrape
+adds it for the supervisor (the process serving ``/metrics``) only; workers
+export the same figures as ``ebw_worker_*``.
 """
 
 from __future__ import annotations
@@ -18,8 +30,8 @@ hl7_messages = Counter(
     "HL7 messages answered, by endpoint, trigger event and ACK code.",
     ["endpoint", "event", "ack"],
 )
-hl7_ack_duration = Histogram(
-    "ebw_hl7_ack_duration_seconds",
+hl7_ack_seconds = Histogram(
+    "ebw_hl7_ack_seconds",
     "Time from a complete MLLP frame to its ACK being written (includes the durable commit).",
     ["endpoint"],
     buckets=LATENCY_BUCKETS,
@@ -29,9 +41,9 @@ hl7_charset_fallback = Counter(
     "Messages whose declared character set did not decode and fell back to UTF-8/cp1252.",
     ["endpoint"],
 )
-mllp_connections = Gauge(
-    "ebw_mllp_connections",
-    "Open MLLP connections.",
+hl7_connections = Gauge(
+    "ebw_hl7_connections",
+    "Open MLLP connections, by endpoint (summed over live workers).",
     ["endpoint"],
     multiprocess_mode="livesum",
 )
@@ -59,7 +71,9 @@ active_encounters = Gauge(
 )
 cfind_queries = Counter(
     "ebw_cfind_queries_total",
-    "C-FIND queries answered, by endpoint and final status.",
+    "C-FIND queries answered, by endpoint and final DIMSE status as 4 upper-case hex digits "
+    "(0000 success, FE00 cancelled, A700 refused: out of resources, A900 identifier does not match SOP class, "
+    "C001 unable to process).",
     ["endpoint", "status"],
 )
 cfind_duration = Histogram(
@@ -82,4 +96,47 @@ accessions_issued = Counter(
 worker_restarts = Counter(
     "ebw_worker_restarts_total",
     "Worker processes restarted by the supervisor after an unexpected exit.",
+)
+lmdb_map_used_bytes = Gauge(
+    "ebw_lmdb_map_used_bytes",
+    "Bytes of the LMDB map in use: (last page number + 1) * page size.",
+    multiprocess_mode="mostrecent",
+)
+lmdb_map_size_bytes = Gauge(
+    "ebw_lmdb_map_size_bytes",
+    "Size of the LMDB map (EBW_LMDB_MAP_SIZE_MB); writes fail once the used bytes reach it.",
+    multiprocess_mode="mostrecent",
+)
+
+# Per-worker process figures (the ``process_*`` collector of prometheus_client reads
+# only its own process).  Updated by each worker about once a second.
+worker_resident_memory = Gauge(
+    "ebw_worker_resident_memory_bytes",
+    "Resident memory of a worker process.",
+    ["worker"],
+    multiprocess_mode="liveall",
+)
+worker_virtual_memory = Gauge(
+    "ebw_worker_virtual_memory_bytes",
+    "Virtual memory of a worker process.",
+    ["worker"],
+    multiprocess_mode="liveall",
+)
+worker_cpu_seconds = Gauge(
+    "ebw_worker_cpu_seconds",
+    "User and system CPU time a worker process has used.",
+    ["worker"],
+    multiprocess_mode="liveall",
+)
+worker_open_fds = Gauge(
+    "ebw_worker_open_fds",
+    "Open file descriptors of a worker process.",
+    ["worker"],
+    multiprocess_mode="liveall",
+)
+worker_start_time = Gauge(
+    "ebw_worker_start_time_seconds",
+    "Start time of a worker process, in seconds since the epoch.",
+    ["worker"],
+    multiprocess_mode="liveall",
 )

@@ -36,6 +36,15 @@ log = logging.getLogger(__name__)
 
 EXIT_BOOT_ERROR = 3  # the supervisor halts instead of restarting
 
+# prometheus_client's process collector family -> the per-worker gauge it feeds.
+PROCESS_GAUGES = {
+    "process_resident_memory_bytes": metrics.worker_resident_memory,
+    "process_virtual_memory_bytes": metrics.worker_virtual_memory,
+    "process_cpu_seconds": metrics.worker_cpu_seconds,
+    "process_open_fds": metrics.worker_open_fds,
+    "process_start_time_seconds": metrics.worker_start_time,
+}
+
 
 @dataclass
 class EndpointSockets:
@@ -55,6 +64,7 @@ class Worker:
         self.mllp_servers: list[asyncio.AbstractServer] = []
         self.dicom: list[DicomListener] = []
         self.stopping: asyncio.Event | None = None
+        self._process: Any = None  # prometheus_client ProcessCollector, made on first use
 
     def run(self) -> int:
         try:
@@ -77,6 +87,7 @@ class Worker:
                 settings = self.store.endpoints(txn)
                 for ep in settings:
                     metrics.active_encounters.labels(ep).set(self.store.active_count(txn, ep))
+            self._update_lmdb_gauges()
             self.endpoints = {ep: EndpointConfig.from_dict(d) for ep, d in settings.items()}
             self.committer = Committer(self.store, loop)
             self.committer.before_commit.append(self._update_gauges)
@@ -103,7 +114,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         get_cfg = self._cfg_getter(s.ep)
         hl7 = Hl7Endpoint(s.ep, get_cfg, self.store, self.committer)
-        gauge = metrics.mllp_connections.labels(s.ep)
+        gauge = metrics.hl7_connections.labels(s.ep)
         max_frame = self.cfg.mllp_max_frame_bytes
         idle = self.cfg.mllp_idle_timeout
 
@@ -129,6 +140,26 @@ class Worker:
     def _update_gauges(self, txn: Any) -> None:
         for ep in self.endpoints:
             metrics.active_encounters.labels(ep).set(self.store.active_count(txn, ep))
+        self._update_lmdb_gauges()
+
+    def _update_lmdb_gauges(self) -> None:
+        """Map use as of the last committed transaction (inside a write transaction:
+        the one before it; the heartbeat catches up within a second)."""
+        env = self.store.env
+        info = env.info()
+        metrics.lmdb_map_used_bytes.set((info["last_pgno"] + 1) * env.stat()["psize"])
+        metrics.lmdb_map_size_bytes.set(info["map_size"])
+
+    def _update_process_gauges(self) -> None:
+        if self._process is None:
+            from prometheus_client import ProcessCollector
+
+            self._process = ProcessCollector(registry=None)
+        worker = str(self.index)
+        for family in self._process.collect():
+            gauge = PROCESS_GAUGES.get(family.name)
+            if gauge is not None and family.samples:
+                gauge.labels(worker).set(family.samples[0].value)
 
     def _prune_journal(self, txn: Any) -> None:
         """Every 256th commit, drop journal entries past the retention (a bounded amount)."""
@@ -143,6 +174,11 @@ class Worker:
         open(path, "w").close()
         while True:
             os.utime(path)
+            try:
+                self._update_lmdb_gauges()
+                self._update_process_gauges()
+            except Exception:  # noqa: BLE001 - metrics must never stop the heartbeat
+                log.debug("updating the worker gauges failed", exc_info=True)
             await asyncio.sleep(1.0)
 
     async def _stop(self) -> None:
