@@ -5,8 +5,12 @@
 
 For each item count, EBW is loaded over MLLP (EBW_FSYNC=off to load fast),
 then each query -- one patient by ID, a name wildcard, all of today -- is
-timed with 1 and 8 concurrent SCUs (separate processes), one association per
-query, TCP_NODELAY on the client ("all of today" with one SCU, at 10,000 items).
+timed with 1 and 8 concurrent SCUs (separate processes), TCP_NODELAY on the
+client, on an association held open across the queries (as a modality that
+polls does; "all of today" with one SCU, at 10,000 items); one patient is also
+timed with an association per query (set-up + C-FIND + release).  All of today
+also goes to DCMTK findscu, quiet (-q: the client only receives and parses)
+and verbose (-v: it prints every dataset; the responses are counted there).
 The protocol floor is a bare pynetdicom SCP answering one fixed item
 (bench/floor_scp.py).  wlmscpfs serves the same items
 as .wl files (10,000 items at most: it re-reads every file per query).
@@ -61,8 +65,11 @@ def _query(name: str, target_pid: str, today: str) -> Any:
     return ds
 
 
-def _worker(args: tuple[str, int, str, str, str, str, int, float]) -> tuple[list[float], int]:
-    host, port, aet, name, pid, today, repeat, budget = args
+def _worker(args: tuple[str, int, str, str, str, str, int, float, bool]) -> tuple[list[float], int]:
+    """One SCU: ``repeat`` queries, timed one by one.  ``held``: all on one association
+    (set up before timing starts), as a modality polling the worklist does; else one
+    association per query (set-up, C-FIND, release timed together)."""
+    host, port, aet, name, pid, today, repeat, budget, held = args
     from pynetdicom import AE
     from pynetdicom.sop_class import ModalityWorklistInformationFind
 
@@ -75,27 +82,35 @@ def _worker(args: tuple[str, int, str, str, str, str, int, float]) -> tuple[list
     times, matches = [], 0
     q = _query(name, pid, today)
     deadline = time.monotonic() + budget
+    assoc = ae.associate(host, port, ae_title=aet) if held else None
     for _ in range(repeat):
         t0 = time.perf_counter()
-        assoc = ae.associate(host, port, ae_title=aet)
+        if not held:
+            assoc = ae.associate(host, port, ae_title=aet)
+        assert assoc is not None and assoc.is_established, "association rejected"
         n = 0
         for status, _ident in assoc.send_c_find(q, ModalityWorklistInformationFind):
             if status and status.Status in (0xFF00, 0xFF01):
                 n += 1
-        assoc.release()
+        if not held:
+            assoc.release()
         times.append(time.perf_counter() - t0)
         matches = n
         if time.monotonic() > deadline:
             break
+    if held and assoc is not None:
+        assoc.release()
     return times, matches
 
 
-def findscu_all(host: str, port: int, aet: str, today: str) -> dict[str, Any]:
+def findscu_all(host: str, port: int, aet: str, today: str, verbose: bool) -> dict[str, Any]:
     """All of today to DCMTK findscu (a C++ client: the pynetdicom SCU is itself
-    ~1 ms per response, which would hide the server's speed)."""
+    ~1 ms per response, which would hide the server's speed).  Quiet, findscu only
+    receives and parses the responses; ``-v`` also prints every dataset (and lets the
+    responses be counted)."""
     cmd = [
         "/usr/bin/findscu",
-        "-v",
+        *(["-v"] if verbose else []),
         "-W",
         "-aet",
         "BENCHSCU",
@@ -117,9 +132,12 @@ def findscu_all(host: str, port: int, aet: str, today: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     elapsed = time.perf_counter() - t0
-    n = (out.stdout + out.stderr).count("Find Response")
+    if out.returncode != 0:
+        raise RuntimeError(f"findscu failed: {out.stderr[-500:]}")
+    n = (out.stdout + out.stderr).count("Find Response") if verbose else ""
     return {
-        "query": "all of today (findscu)",
+        "query": "all of today (findscu -v)" if verbose else "all of today (findscu, quiet)",
+        "assoc": "fresh",
         "scus": 1,
         "matches": n,
         "queries": 1,
@@ -130,15 +148,25 @@ def findscu_all(host: str, port: int, aet: str, today: str) -> dict[str, Any]:
 
 
 def measure(
-    host: str, port: int, aet: str, name: str, pid: str, today: str, scus: int, repeat: int, budget: float
+    host: str,
+    port: int,
+    aet: str,
+    name: str,
+    pid: str,
+    today: str,
+    scus: int,
+    repeat: int,
+    budget: float,
+    held: bool = True,
 ) -> dict[str, Any]:
     with ProcessPoolExecutor(scus) as pool:
         t0 = time.perf_counter()
-        results = list(pool.map(_worker, [(host, port, aet, name, pid, today, repeat, budget)] * scus))
+        results = list(pool.map(_worker, [(host, port, aet, name, pid, today, repeat, budget, held)] * scus))
         wall = time.perf_counter() - t0
     times = [t for r in results for t in r[0]]
     return {
         "query": name,
+        "assoc": "held" if held else "fresh",
         "scus": scus,
         "matches": results[0][1],
         "queries": len(times),
@@ -146,6 +174,13 @@ def measure(
         "p99_ms": round(pct(times, 99) * 1000, 1),
         "qps": round(len(times) / wall, 1),
     }
+
+
+def plan(scus_list: list[int]) -> list[tuple[str, bool, int]]:
+    """(query, held association?, SCUs) measured per server: every query on a held
+    association; one patient also with an association per query; all of today with one SCU."""
+    out = [(name, True, scus) for name in QUERIES for scus in scus_list if name != "all of today" or scus == 1]
+    return out + [("patient by ID", False, scus) for scus in scus_list]
 
 
 def write_wl_files(directory: Path, aet: str, encounters: list[Any], today: str) -> None:
@@ -214,11 +249,21 @@ def main(argv: list[str] | None = None) -> int:
     floor_port = free_port()
     floor = start([sys.executable, "-m", "bench.floor_scp", str(floor_port)], ready="ready")
     try:
-        for scus in scus_list:
-            r = measure(
-                "127.0.0.1", floor_port, "FLOOR", "patient by ID", "FLOOR1", today, scus, args.repeat, args.budget
-            )
-            rows.append({"server": "floor (bare pynetdicom, 1 fixed item)", "items": 1, **r})
+        for held in (True, False):
+            for scus in scus_list:
+                r = measure(
+                    "127.0.0.1",
+                    floor_port,
+                    "FLOOR",
+                    "patient by ID",
+                    "FLOOR1",
+                    today,
+                    scus,
+                    args.repeat,
+                    args.budget,
+                    held,
+                )
+                rows.append({"server": "floor (bare pynetdicom, 1 fixed item)", "items": 1, **r})
     finally:
         floor.terminate()
         floor.wait()
@@ -235,16 +280,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loaded {n} encounters in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             # warm-up: every worker has loaded the list into memory before timing starts
             measure("127.0.0.1", server.dicom_port, "EBW", "patient by ID", pid, today, 2, 4, 120)
-            for name in QUERIES:
-                for scus in scus_list:
-                    if name == "all of today" and (scus > 1 or n > 10000):
-                        continue  # one response per item: 8 x 10,000 or 100,000 responses take minutes
-                    rep = args.repeat if name != "all of today" else 2
-                    r = measure("127.0.0.1", server.dicom_port, "EBW", name, pid, today, scus, rep, args.budget)
-                    rows.append({"server": "EBW", "items": n, **r})
-                    print(f"EBW {n} {name} x{scus}: p50 {r['p50_ms']} ms", file=sys.stderr)
+            for name, held, scus in plan(scus_list):
+                if name == "all of today" and n > 10000:
+                    continue  # 100,000 responses to a pynetdicom SCU take minutes
+                rep = args.repeat if name != "all of today" else 2
+                r = measure("127.0.0.1", server.dicom_port, "EBW", name, pid, today, scus, rep, args.budget, held)
+                rows.append({"server": "EBW", "items": n, **r})
+                print(f"EBW {n} {name} {r['assoc']} x{scus}: p50 {r['p50_ms']} ms", file=sys.stderr)
             if n <= 10000 and os.path.exists("/usr/bin/findscu"):
-                rows.append({"server": "EBW", "items": n, **findscu_all("127.0.0.1", server.dicom_port, "EBW", today)})
+                for verbose in (False, True):
+                    r = findscu_all("127.0.0.1", server.dicom_port, "EBW", today, verbose)
+                    rows.append({"server": "EBW", "items": n, **r})
         finally:
             server.stop()
         if n <= 10000 and shutil.which("wlmscpfs"):
@@ -254,34 +300,33 @@ def main(argv: list[str] | None = None) -> int:
                 port = free_port()
                 wl = start(["wlmscpfs", "-dfr", "-dfp", str(wl_dir), str(port)])
                 try:
-                    for name in QUERIES:
-                        for scus in scus_list:
-                            if name == "all of today" and scus > 1:
-                                continue
-                            rep = max(2, args.repeat // 10)
-                            r = measure("127.0.0.1", port, "WLM", name, pid, today, scus, rep, args.budget)
-                            rows.append({"server": "DCMTK wlmscpfs", "items": n, **r})
-                            print(f"wlmscpfs {n} {name} x{scus}: p50 {r['p50_ms']} ms", file=sys.stderr)
+                    for name, held, scus in plan(scus_list):
+                        rep = max(2, args.repeat // 10)
+                        r = measure("127.0.0.1", port, "WLM", name, pid, today, scus, rep, args.budget, held)
+                        rows.append({"server": "DCMTK wlmscpfs", "items": n, **r})
+                        print(f"wlmscpfs {n} {name} {r['assoc']} x{scus}: p50 {r['p50_ms']} ms", file=sys.stderr)
                     if os.path.exists("/usr/bin/findscu"):
-                        rows.append(
-                            {"server": "DCMTK wlmscpfs", "items": n, **findscu_all("127.0.0.1", port, "WLM", today)}
-                        )
+                        for verbose in (False, True):
+                            r = findscu_all("127.0.0.1", port, "WLM", today, verbose)
+                            rows.append({"server": "DCMTK wlmscpfs", "items": n, **r})
                 finally:
                     wl.terminate()
                     wl.wait()
             finally:
                 shutil.rmtree(wl_dir, ignore_errors=True)
     # ratios: wlmscpfs / EBW at the same size, query and concurrency; EBW / floor for one patient
-    index = {(r["server"], r["items"], r["query"], r["scus"]): r for r in rows}
-    floors = {r["scus"]: r for r in rows if r["server"].startswith("floor")}
+    index = {(r["server"], r["items"], r["query"], r["assoc"], r["scus"]): r for r in rows}
+    floors = {(r["assoc"], r["scus"]): r for r in rows if r["server"].startswith("floor")}
     for r in rows:
         if r["server"] == "EBW":
-            wl = index.get(("DCMTK wlmscpfs", r["items"], r["query"], r["scus"]))
+            wl = index.get(("DCMTK wlmscpfs", r["items"], r["query"], r["assoc"], r["scus"]))
             r["wlmscpfs_ratio"] = round(wl["p50_ms"] / r["p50_ms"], 1) if wl else ""
-            if r["query"] == "patient by ID" and r["scus"] in floors:
-                r["vs_floor"] = round(r["p50_ms"] / floors[r["scus"]]["p50_ms"], 2)
+            floor = floors.get((r["assoc"], r["scus"]))
+            if r["query"] == "patient by ID" and floor:
+                r["vs_floor"] = round(r["p50_ms"] / floor["p50_ms"], 2)
     print(
-        "\nC-FIND, one association per query, client TCP_NODELAY "
+        "\nC-FIND, client TCP_NODELAY; assoc: held = queries on one open association, "
+        "fresh = association set-up + C-FIND + release per query "
         f"(EBW: {args.workers} workers; wlmscpfs_ratio = wlmscpfs p50 / EBW p50; vs_floor = EBW p50 / floor p50)"
     )
     print(
@@ -291,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 "server",
                 "items",
                 "query",
+                "assoc",
                 "scus",
                 "matches",
                 "queries",
