@@ -163,3 +163,54 @@ def p_data_pdus(context_id: int, command: bytes, dataset: bytes, max_pdu: int) -
 def _pdv_pdu(context_id: int, control: int, data: bytes) -> bytes:
     item = struct.pack(">IBB", len(data) + 2, context_id, control) + data
     return struct.pack(">BBI", 0x04, 0x00, len(item)) + item
+
+
+# -- one query, many items: a compiled encoder --------------------------------------
+
+_PACK_H = struct.Struct("<H").pack
+_PACK_I = struct.Struct("<I").pack
+
+
+def element_writer(keyword: str, explicit: bool) -> tuple[int, Any]:
+    """(tag, f) where ``f(raw value bytes)`` returns the whole element, padded to even length
+    (the same bytes ``_element(tag, vr, _value_bytes(...))`` gives for an ASCII value)."""
+    tag, vr = _tag_vr(keyword)
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    pad = b"\x00" if vr == "UI" else _TEXT_PAD
+    if not explicit:
+
+        def implicit(raw: bytes) -> bytes:
+            if len(raw) & 1:
+                raw += pad
+            return head + _PACK_I(len(raw)) + raw
+
+        return tag, implicit
+    if vr in _LONG_VRS:
+        long_head = head + vr.encode() + b"\x00\x00"
+
+        def explicit_long(raw: bytes) -> bytes:
+            if len(raw) & 1:
+                raw += pad
+            return long_head + _PACK_I(len(raw)) + raw
+
+        return tag, explicit_long
+    short_head = head + vr.encode()
+
+    def explicit_short(raw: bytes) -> bytes:
+        if len(raw) & 1:
+            raw += pad
+        return short_head + _PACK_H(len(raw)) + raw
+
+    return tag, explicit_short
+
+
+def sequence_writer(keyword: str, explicit: bool) -> Any:
+    """``f(item body bytes or None)``: the sequence element with one item (or none)."""
+    _tag, write = element_writer(keyword, explicit)  # SQ: a long VR, no padding needed
+
+    def seq(body: bytes | None) -> bytes:
+        if body is None:
+            return write(b"")
+        return write(b"\xfe\xff\x00\xe0" + _PACK_I(len(body)) + body)
+
+    return seq

@@ -43,7 +43,15 @@ from ..errors import QueryError
 from ..store import Store, loads
 from ..worklist import ITEM_SEQUENCES, SPS, START_DATETIME, VRS, Renderer, make_item
 from . import match, quirks
-from .encode import PreEncoded, encode_identifier, find_rsp_command, install, p_data_pdus
+from .encode import (
+    PreEncoded,
+    element_writer,
+    encode_identifier,
+    find_rsp_command,
+    install,
+    p_data_pdus,
+    sequence_writer,
+)
 
 install()
 
@@ -425,6 +433,79 @@ def _split_sequences(
     return sps, sequences
 
 
+class ResponseEncoder:
+    """``encode_response`` compiled for one query: tags, VRs and element heads are
+    resolved once, so an item costs a few microseconds.  ``encode(item)`` returns the
+    same bytes as ``encode_response(q, item, tz, explicit)._ebw_data`` for items whose
+    values are all ASCII, else None (the caller then uses ``encode_response``)."""
+
+    def __init__(self, q: Query, tz_offset: str, explicit: bool) -> None:
+        self.usable = not q.fixed_charset
+        self.top_keys = [kw if kw in VRS else "" for kw in q.top]
+        plan: list[tuple[int, int, Any]] = []  # (tag, kind, arg) in tag order
+        for i, kw in enumerate(q.top):
+            tag, write = element_writer(kw, explicit)
+            plan.append((tag, i, write))
+        consts = []
+        if q.charset:
+            consts.append(("SpecificCharacterSet", q.charset))
+        if q.timezone_requested:
+            consts.append(("TimezoneOffsetFromUTC", tz_offset))
+        for kw, value in consts:
+            tag, write = element_writer(kw, explicit)
+            plan.append((tag, -1, write(value.encode("ascii", "replace"))))
+        for kw in q.empty_sequences:
+            plan.append((element_writer(kw, explicit)[0], -1, sequence_writer(kw, explicit)(None)))
+        # sequences: kind -2 (SPS: always one item) / -3 (others: an item only when valued)
+        self.sps_paths = [SPS + kw for kw in q.sps] if q.sps is not None else []
+        self.sps_plan: list[tuple[int, int, Any]] = []
+        if q.sps is not None:
+            for i, kw in enumerate(q.sps):
+                tag, write = element_writer(kw, explicit)
+                self.sps_plan.append((tag, i, write))
+            for kw in q.sps_empty:
+                self.sps_plan.append((element_writer(kw, explicit)[0], -1, sequence_writer(kw, explicit)(None)))
+            self.sps_plan.sort(key=lambda e: e[0])
+            plan.append((element_writer(SPS_KEYWORD, explicit)[0], -2, sequence_writer(SPS_KEYWORD, explicit)))
+        self.seq_paths: list[list[str]] = []
+        self.seq_plans: list[list[tuple[int, Any]]] = []
+        for j, (seq, kws) in enumerate(q.sequences.items()):
+            self.seq_paths.append([f"{seq}.{kw}" for kw in kws])
+            entries = sorted(((*element_writer(kw, explicit), k) for k, kw in enumerate(kws)), key=lambda e: e[0])
+            self.seq_plans.append([(k, write) for _tag, write, k in entries])
+            plan.append((element_writer(seq, explicit)[0], -3 - j, sequence_writer(seq, explicit)))
+        plan.sort(key=lambda e: e[0])
+        self.plan = plan
+
+    def encode(self, item: dict[str, Any]) -> bytes | None:
+        if not self.usable:
+            return None
+        get = item.get
+        top = [get(k, "") if k else "" for k in self.top_keys]
+        sps = [get(p, "") for p in self.sps_paths]
+        seqs = [[get(p, "") for p in paths] for paths in self.seq_paths]
+        text = "".join(top) + "".join(sps) + "".join("".join(v) for v in seqs)
+        if not text.isascii():
+            return None
+        out = []
+        for _tag, kind, arg in self.plan:
+            if kind >= 0:
+                out.append(arg(top[kind].encode()))
+            elif kind == -1:
+                out.append(arg)
+            elif kind == -2:
+                body = b"".join(w(sps[i].encode()) if i >= 0 else w for _t, i, w in self.sps_plan)
+                out.append(arg(body))
+            else:
+                j = -3 - kind
+                values = seqs[j]
+                if any(values):
+                    out.append(arg(b"".join(w(values[k].encode()) for k, w in self.seq_plans[j])))
+                else:
+                    out.append(arg(None))
+        return b"".join(out)
+
+
 def build_response(q: Query, item: dict[str, Any], tz_offset: str) -> Dataset:
     """The response identifier as a pydicom Dataset (for big-endian or deflated transfer syntaxes)."""
     values, sps_values, charset, _codec = _response_values(q, item)
@@ -538,6 +619,7 @@ def make_handler(index: WorklistIndex) -> Callable[..., Iterator[tuple[int, Data
             max_pdu = event.assoc.requestor.maximum_length or 0
             buf = bytearray()
             cancelled = _Cancel(event)
+            fast = ResponseEncoder(q, tz, explicit)
             try:
                 for item in items:
                     if cancelled():
@@ -546,7 +628,9 @@ def make_handler(index: WorklistIndex) -> Callable[..., Iterator[tuple[int, Data
                         metrics.cfind_queries.labels(ep, "FE00").inc()
                         yield STATUS_CANCEL, None
                         return
-                    data = encode_response(q, item, tz, explicit)._ebw_data
+                    data = fast.encode(item)
+                    if data is None:
+                        data = encode_response(q, item, tz, explicit)._ebw_data
                     buf += p_data_pdus(cx_id, command, data, max_pdu)
                     if len(buf) > 16384:
                         sock.sendall(buf)
