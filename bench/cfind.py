@@ -110,7 +110,7 @@ def findscu_all(host: str, port: int, aet: str, today: str, verbose: bool) -> di
     responses be counted)."""
     cmd = [
         "/usr/bin/findscu",
-        *(["-v"] if verbose else []),
+        "-v" if verbose else "-q",
         "-W",
         "-aet",
         "BENCHSCU",

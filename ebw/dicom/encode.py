@@ -42,8 +42,15 @@ def _tag_vr(keyword: str) -> tuple[int, str]:
     return tag, vr.split(" or ")[0]
 
 
+TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})  # encoded in the Specific Character Set
+
+
+def is_text(keyword: str) -> bool:
+    return _tag_vr(keyword)[1] in TEXT_VRS
+
+
 def _value_bytes(vr: str, value: str, codec: str) -> bytes:
-    raw = value.encode(codec if vr in ("PN", "LO", "SH", "LT", "ST", "UT", "UC") else "ascii", "replace")
+    raw = value.encode(codec if vr in TEXT_VRS else "ascii", "replace")
     if len(raw) % 2:
         raw += b"\x00" if vr == "UI" else _TEXT_PAD
     return raw

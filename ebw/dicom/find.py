@@ -49,6 +49,7 @@ from .encode import (
     encode_identifier,
     find_rsp_command,
     install,
+    is_text,
     p_data_pdus,
     sequence_writer,
 )
@@ -436,44 +437,44 @@ def _split_sequences(
 class ResponseEncoder:
     """``encode_response`` compiled for one query: tags, VRs and element heads are
     resolved once, so an item costs a few microseconds.  ``encode(item)`` returns the
-    same bytes as ``encode_response(q, item, tz, explicit)._ebw_data`` for items whose
-    values are all ASCII, else None (the caller then uses ``encode_response``)."""
+    same bytes as ``encode_response(q, item, tz, explicit)._ebw_data``, or None when
+    the query has a fixed character set (quirk profile: the caller then uses
+    ``encode_response``, which transliterates)."""
 
     def __init__(self, q: Query, tz_offset: str, explicit: bool) -> None:
         self.usable = not q.fixed_charset
+        self.requested_charset = q.charset
         self.top_keys = [kw if kw in VRS else "" for kw in q.top]
-        plan: list[tuple[int, int, Any]] = []  # (tag, kind, arg) in tag order
+        # (tag, kind, writer, text VR?) in tag order.  kind: >= 0 index of a top-level
+        # value; -1 constant bytes; -2 the SPS item; -3 - j other sequence j; -9 charset
+        plan: list[tuple[int, int, Any, bool]] = []
         for i, kw in enumerate(q.top):
             tag, write = element_writer(kw, explicit)
-            plan.append((tag, i, write))
-        consts = []
-        if q.charset:
-            consts.append(("SpecificCharacterSet", q.charset))
+            plan.append((tag, i, write, is_text(kw)))
+        tag, self.charset_writer = element_writer("SpecificCharacterSet", explicit)
+        plan.append((tag, -9, self.charset_writer, False))
         if q.timezone_requested:
-            consts.append(("TimezoneOffsetFromUTC", tz_offset))
-        for kw, value in consts:
-            tag, write = element_writer(kw, explicit)
-            plan.append((tag, -1, write(value.encode("ascii", "replace"))))
+            tag, write = element_writer("TimezoneOffsetFromUTC", explicit)
+            plan.append((tag, -1, write(tz_offset.encode("ascii", "replace")), False))
         for kw in q.empty_sequences:
-            plan.append((element_writer(kw, explicit)[0], -1, sequence_writer(kw, explicit)(None)))
-        # sequences: kind -2 (SPS: always one item) / -3 (others: an item only when valued)
+            plan.append((element_writer(kw, explicit)[0], -1, sequence_writer(kw, explicit)(None), False))
         self.sps_paths = [SPS + kw for kw in q.sps] if q.sps is not None else []
-        self.sps_plan: list[tuple[int, int, Any]] = []
+        self.sps_plan: list[tuple[int, int, Any, bool]] = []
         if q.sps is not None:
             for i, kw in enumerate(q.sps):
                 tag, write = element_writer(kw, explicit)
-                self.sps_plan.append((tag, i, write))
+                self.sps_plan.append((tag, i, write, is_text(kw)))
             for kw in q.sps_empty:
-                self.sps_plan.append((element_writer(kw, explicit)[0], -1, sequence_writer(kw, explicit)(None)))
+                self.sps_plan.append((element_writer(kw, explicit)[0], -1, sequence_writer(kw, explicit)(None), False))
             self.sps_plan.sort(key=lambda e: e[0])
-            plan.append((element_writer(SPS_KEYWORD, explicit)[0], -2, sequence_writer(SPS_KEYWORD, explicit)))
+            plan.append((element_writer(SPS_KEYWORD, explicit)[0], -2, sequence_writer(SPS_KEYWORD, explicit), False))
         self.seq_paths: list[list[str]] = []
-        self.seq_plans: list[list[tuple[int, Any]]] = []
+        self.seq_plans: list[list[tuple[int, Any, bool]]] = []
         for j, (seq, kws) in enumerate(q.sequences.items()):
             self.seq_paths.append([f"{seq}.{kw}" for kw in kws])
             entries = sorted(((*element_writer(kw, explicit), k) for k, kw in enumerate(kws)), key=lambda e: e[0])
-            self.seq_plans.append([(k, write) for _tag, write, k in entries])
-            plan.append((element_writer(seq, explicit)[0], -3 - j, sequence_writer(seq, explicit)))
+            self.seq_plans.append([(k, write, is_text(kws[k])) for _tag, write, k in entries])
+            plan.append((element_writer(seq, explicit)[0], -3 - j, sequence_writer(seq, explicit), False))
         plan.sort(key=lambda e: e[0])
         self.plan = plan
 
@@ -485,22 +486,33 @@ class ResponseEncoder:
         sps = [get(p, "") for p in self.sps_paths]
         seqs = [[get(p, "") for p in paths] for paths in self.seq_paths]
         text = "".join(top) + "".join(sps) + "".join("".join(v) for v in seqs)
-        if not text.isascii():
-            return None
+        if text.isascii():
+            charset, codec = self.requested_charset, ""
+        else:
+            charset, codec = _charset_for([text], self.requested_charset)
+
+        def enc(value: str, text_vr: bool) -> bytes:
+            if not codec:
+                return value.encode()
+            return value.encode(codec if text_vr else "ascii", "replace")
+
         out = []
-        for _tag, kind, arg in self.plan:
+        for _tag, kind, arg, text_vr in self.plan:
             if kind >= 0:
-                out.append(arg(top[kind].encode()))
+                out.append(arg(enc(top[kind], text_vr)))
             elif kind == -1:
                 out.append(arg)
+            elif kind == -9:
+                if charset:
+                    out.append(arg(charset.encode("ascii", "replace")))
             elif kind == -2:
-                body = b"".join(w(sps[i].encode()) if i >= 0 else w for _t, i, w in self.sps_plan)
+                body = b"".join(w(enc(sps[i], t)) if i >= 0 else w for _tag2, i, w, t in self.sps_plan)
                 out.append(arg(body))
             else:
                 j = -3 - kind
                 values = seqs[j]
                 if any(values):
-                    out.append(arg(b"".join(w(values[k].encode()) for k, w in self.seq_plans[j])))
+                    out.append(arg(b"".join(w(enc(values[k], t)) for k, w, t in self.seq_plans[j])))
                 else:
                     out.append(arg(None))
         return b"".join(out)
