@@ -45,10 +45,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .accession import issue as issue_accession
 from .config import EndpointConfig
 from .hl7.adt import Change
 from .store import Store, dedupe_key, patient_ident
-from .worklist import issue_accession
 
 ACTIVATE = frozenset({"A01", "A04"})
 PENDING = frozenset({"A05", "A14"})
@@ -114,20 +114,17 @@ class _Ctx:
     def put(self, enc_key: str, record: dict[str, Any], old_ident: tuple[str, str] | None) -> None:
         """Store the record and keep the open index and accession in step with its status."""
         if record["status"] in OPEN and not record["accession"] and self.reuse and self.reuse.get(enc_key):
-            history = self.reuse.pop(enc_key)
-            record["accession"], record["accession_ts"], record["study_uid"] = history[-1]
-            record["accession_history"] = history
-            self.store.rebind_accession(self.txn, record["accession"], self.ep, enc_key)
+            # replay: the number the encounter had before the rebuild (still in the accession db)
+            record["accession"], record["accession_ts"], record["study_uid"] = self.reuse.pop(enc_key)[-1]
         if record["status"] in OPEN and not record["accession"]:
             record["accession"], record["study_uid"] = issue_accession(
                 self.store, self.txn, self.cfg, self.ep, enc_key, self.now
             )
             record["accession_ts"] = self.now
-            record.setdefault("accession_history", []).append([record["accession"], self.now, record["study_uid"]])
             self.issued += 1
         self.store.put_encounter(self.txn, self.ep, enc_key, record, old_ident)
         if record["status"] in OPEN:
-            self.store.set_open(self.txn, self.ep, enc_key, record["status"])
+            self.store.set_open(self.txn, self.ep, enc_key, record["status"], record["accession_ts"])
         else:
             self.store.set_closed(self.txn, self.ep, enc_key)
 
@@ -281,9 +278,10 @@ def _rekey(c: _Ctx, old_key: str, new_key: str, change: Change | None = None) ->
     if record is None:
         return
     target = c.get(new_key)
-    # close the old key: it must never be listed again
+    # close the old key: it must never be listed again; its accession numbers now lead to new_key
     c.store.set_closed(c.txn, c.ep, old_key)
     c.store.delete_encounter(c.txn, c.ep, old_key)
+    c.store.set_moved(c.txn, c.ep, old_key, new_key)
     if target is not None:
         return
     record["key"] = new_key
@@ -291,9 +289,4 @@ def _rekey(c: _Ctx, old_key: str, new_key: str, change: Change | None = None) ->
         _merge(record["patient"], change.patient)
         _merge(record["visit"], change.visit)
         _stamp(record, change, c.now)
-    if record.get("accession"):
-        c.store.rebind_accession(c.txn, record["accession"], c.ep, new_key)
-    for acc, _ts, _uid in record.get("accession_history", []):
-        if acc != record.get("accession"):
-            c.store.rebind_accession(c.txn, acc, c.ep, new_key)
     c.put(new_key, record, None)

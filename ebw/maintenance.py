@@ -61,18 +61,15 @@ def server_running(data_dir: str) -> bool:
 
 
 def _saved_accessions(store: Store, txn: Any) -> dict[str, dict[str, list[list[Any]]]]:
-    """ep -> encounter key -> accession history, from the index about to be discarded."""
+    """ep -> encounter key -> [[current accession, issue time, study UID]], from the index
+    about to be discarded (earlier numbers stay in the accession db)."""
     saved: dict[str, dict[str, list[list[Any]]]] = {}
     for k, v in txn.cursor(db=store.db["enc"]):
         ep, enc_key = split_key(k)
         record = loads(v)
-        history = record.get("accession_history") or (
-            [[record["accession"], record.get("accession_ts", 0.0), record.get("study_uid", "")]]
-            if record.get("accession")
-            else []
-        )
-        if history:
-            saved.setdefault(ep, {})[enc_key] = history
+        if record.get("accession"):
+            current = [record["accession"], record.get("accession_ts", 0.0), record.get("study_uid", "")]
+            saved.setdefault(ep, {})[enc_key] = [current]
     return saved
 
 

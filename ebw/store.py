@@ -14,14 +14,20 @@ db             key                                     value
 meta           ``schema`` / ``seq:<name>``             schema version / 8-byte counters
 endpoints      ``ep``                                  endpoint settings (JSON)
 enc            ``ep\\0<encounter key>``                encounter record (JSON)
-active         ``ep\\0<encounter key>``                ``active`` / ``pending``: open encounters
+active         ``ep\\0<encounter key>``                ``active`` / ``pending`` + 8-byte issue time of
+                                                       the current accession: open encounters
+due            ``ep\\0`` + 8-byte issue time + enc key  b"" -- open encounters by the issue time of
+                                                       their accession number (rotation order)
+moved          ``ep\\0<old encounter key>``            new encounter key (visit re-key / merge)
 seen           ``ep\\0MSH-3\\0MSH-4\\0MSH-10``        time applied (8-byte float): duplicate check
 changes        8-byte sequence number                  ``ep\\0<encounter key>`` changed (feed for the
                                                        workers' in-memory worklists; bounded)
 journal        8-byte sequence number                  every message received, verbatim: header
                                                        length, JSON header, raw deflate of the bytes
 patient        ``ep\\0<PatientID>\\0<issuer>\\0<enc key>`` b"" -- every encounter of a patient
-accession      ``<accession number>``                  ``ep\\0<encounter key>`` -- never deleted
+accession      8-byte number (the shared counter)      issue time, flags, ``<accession>\\0ep\\0<enc key>``
+                                                       -- kept for EBW_JOURNAL_RETENTION_DAYS,
+                                                       numbers used by an exam for good
 =============  ======================================  ==========================================
 
 Writes are kept to few pages per message (what a synced commit costs is the
@@ -37,9 +43,13 @@ crash, not a power cut.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
+import threading
+import time
+import uuid
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -48,12 +58,15 @@ import lmdb
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SEP = b"\x00"
-DBS = ("meta", "endpoints", "enc", "active", "patient", "accession", "seen", "journal", "changes")
-INDEX_DBS = ("enc", "active", "patient", "seen", "changes")  # rebuilt by `ebw replay`
+DBS = ("meta", "endpoints", "enc", "active", "due", "moved", "patient", "accession", "seen", "journal", "changes")
+INDEX_DBS = ("enc", "active", "due", "moved", "patient", "seen", "changes")  # rebuilt by `ebw replay`
 
 _U64 = struct.Struct(">Q")
+_F64 = struct.Struct(">d")
+_ACC = struct.Struct(">dB")  # accession db value head: issue time, flags
+ACC_USED = 1  # the number was used by an exam (MPPS or stored image)
 _U16 = struct.Struct(">H")
 
 
@@ -98,6 +111,8 @@ class Store:
 
     def __init__(self, data_dir: str, map_size_mb: int = 4096, sync: bool = True) -> None:
         self.path = os.path.join(data_dir, "lmdb")
+        self._install: uuid.UUID | None = None
+        self._rw = _SharedLock()
         os.makedirs(self.path, exist_ok=True)
         try:
             self.env = lmdb.open(
@@ -119,19 +134,68 @@ class Store:
             raw = txn.get(b"schema", db=meta)
             if raw is None:
                 txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=meta)
+                txn.put(b"install", uuid.uuid4().bytes, db=meta)
             elif int(raw) != SCHEMA_VERSION:
                 raise StoreError(f"LMDB schema {int(raw)} found, this EBW reads schema {SCHEMA_VERSION}")
+
+    def install_id(self, txn: lmdb.Transaction) -> uuid.UUID:
+        """This installation's random namespace (made once, kept in the meta db)."""
+        if self._install is None:
+            raw = txn.get(b"install", db=self.db["meta"])
+            if raw is None:
+                raise StoreError("LMDB environment has no installation id")
+            self._install = uuid.UUID(bytes=bytes(raw))
+        return self._install
 
     def close(self) -> None:
         self.env.close()
 
     # -- transactions ------------------------------------------------------
+    #
+    # LMDB lets a process change its map size only while it has no transaction
+    # open, so every transaction holds ``_rw`` shared and a resize holds it
+    # exclusively.  When another process grew the map, beginning a transaction
+    # fails with MapResizedError: adopt the new size and begin again.
 
-    def read(self) -> lmdb.Transaction:
-        return self.env.begin(write=False, buffers=False)
+    @contextlib.contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        with self._rw.shared(), self._begin(False) as txn:
+            yield txn
 
-    def write(self) -> lmdb.Transaction:
-        return self.env.begin(write=True)
+    @contextlib.contextmanager
+    def write(self) -> Iterator[lmdb.Transaction]:
+        with self._rw.shared(), self._begin(True) as txn:
+            yield txn
+
+    def _begin(self, write: bool) -> lmdb.Transaction:
+        try:
+            return self.env.begin(write=write, buffers=False)
+        except lmdb.MapResizedError:
+            pass
+        self._rw.release_shared()
+        try:
+            with self._rw.exclusive():
+                self.env.set_mapsize(0)  # adopt the size another process set
+        finally:
+            self._rw.acquire_shared()
+        return self.env.begin(write=write, buffers=False)
+
+    def grow(self) -> bool:
+        """The map is full: make it bigger (twice the size, or used + 64 MiB if more),
+        as far as the filesystem has room.  Call with no transaction open in this
+        thread.  False if it cannot grow."""
+        with self._rw.exclusive():
+            info = self.env.info()
+            size, used = info["map_size"], (info["last_pgno"] + 1) * self.env.stat()["psize"]
+            st = os.statvfs(self.path)
+            on_disk = os.path.getsize(os.path.join(self.path, "data.mdb"))
+            room = st.f_bavail * st.f_frsize + on_disk
+            new = min(max(size * 2, used + 64 * 1024 * 1024), room)
+            new -= new % (1024 * 1024)
+            if new <= size:
+                return False
+            self.env.set_mapsize(new)
+        return True
 
     # -- counters ----------------------------------------------------------
 
@@ -156,8 +220,19 @@ class Store:
 
     # -- endpoints ---------------------------------------------------------
 
-    def put_endpoint(self, txn: lmdb.Transaction, ep_id: str, settings: dict[str, Any]) -> None:
-        txn.put(ep_id.encode(), dumps(settings), db=self.db["endpoints"])
+    def put_endpoint(self, txn: lmdb.Transaction, ep_id: str, settings: dict[str, Any]) -> bool:
+        """Store an endpoint's settings; True (and the settings version moves on, so
+        every process picks them up) if they changed."""
+        raw = dumps(settings)
+        if txn.get(ep_id.encode(), db=self.db["endpoints"]) == raw:
+            return False
+        txn.put(ep_id.encode(), raw, db=self.db["endpoints"])
+        self.next_seq(txn, "endpoints")
+        return True
+
+    def endpoints_version(self, txn: lmdb.Transaction) -> int:
+        raw = txn.get(b"seq:endpoints", db=self.db["meta"])
+        return _U64.unpack(raw)[0] if raw else 0
 
     def get_endpoint(self, txn: lmdb.Transaction, ep_id: str) -> dict[str, Any] | None:
         raw = txn.get(ep_id.encode(), db=self.db["endpoints"])
@@ -252,15 +327,21 @@ class Store:
 
     # -- the worklist (open encounters) -----------------------------------------
 
-    def set_open(self, txn: lmdb.Transaction, ep: str, enc_key: str, status: str) -> None:
-        """Put an open encounter (status ``active`` or ``pending``) in the ``active`` db."""
+    def set_open(self, txn: lmdb.Transaction, ep: str, enc_key: str, status: str, issued: float) -> None:
+        """Put an open encounter (status ``active`` or ``pending``) in the ``active`` db,
+        and in the ``due`` db under ``issued``, the issue time of its accession number."""
         k = key(ep, enc_key)
-        value = status.encode()
+        value = status.encode() + _F64.pack(issued)
         old = txn.get(k, db=self.db["active"])
         if old == value:
             return
         txn.put(k, value, db=self.db["active"])
-        delta = (status == "active") - (old == b"active")
+        old_status, old_issued = _split_active(old)
+        if old_issued != issued:
+            if old is not None:
+                txn.delete(_due_key(ep, old_issued, enc_key), db=self.db["due"])
+            txn.put(_due_key(ep, issued, enc_key), b"", db=self.db["due"])
+        delta = (status == "active") - (old_status == b"active")
         if delta:
             self.add_count(txn, f"active:{ep}", delta)
 
@@ -270,8 +351,39 @@ class Store:
         if old is None:
             return
         txn.delete(k, db=self.db["active"])
-        if old == b"active":
+        old_status, old_issued = _split_active(old)
+        txn.delete(_due_key(ep, old_issued, enc_key), db=self.db["due"])
+        if old_status == b"active":
             self.add_count(txn, f"active:{ep}", -1)
+
+    def due(self, txn: lmdb.Transaction, ep: str, before: float, limit: int) -> list[str]:
+        """Keys of open encounters of ``ep`` whose accession number was issued before
+        ``before``, oldest first, at most ``limit``."""
+        prefix = ep.encode() + SEP
+        cur = txn.cursor(db=self.db["due"])
+        out: list[str] = []
+        if not cur.set_range(prefix):
+            return out
+        n = len(prefix)
+        for k in cur.iternext(values=False):
+            if not k.startswith(prefix) or _F64.unpack(k[n : n + 8])[0] >= before or len(out) >= limit:
+                break
+            out.append(k[n + 8 :].decode("utf-8"))
+        return out
+
+    def set_moved(self, txn: lmdb.Transaction, ep: str, old_key: str, new_key: str) -> None:
+        """Remember that an encounter key became another (re-key or merge), so an accession
+        number issued under the old key still finds the encounter."""
+        txn.put(key(ep, old_key), new_key.encode("utf-8"), db=self.db["moved"])
+
+    def current_key(self, txn: lmdb.Transaction, ep: str, enc_key: str) -> str:
+        """Follow re-keys and merges from ``enc_key`` to the encounter's key now."""
+        for _ in range(64):  # a chain of moves; bounded against a cycle
+            raw = txn.get(key(ep, enc_key), db=self.db["moved"])
+            if raw is None:
+                break
+            enc_key = bytes(raw).decode("utf-8")
+        return enc_key
 
     def active_count(self, txn: lmdb.Transaction, ep: str) -> int:
         return self.get_count(txn, f"active:{ep}")
@@ -293,16 +405,78 @@ class Store:
 
     # -- accession numbers -----------------------------------------------------
 
-    def accession_taken(self, txn: lmdb.Transaction, accession: str) -> bool:
-        return txn.get(accession.encode(), db=self.db["accession"]) is not None
+    def bind_accession(
+        self, txn: lmdb.Transaction, number: int, accession: str, ep: str, enc_key: str, issued: float
+    ) -> bool:
+        """Record that ``accession`` (counter value ``number``) was issued to an encounter.
+        False if that number is already recorded (it is then not issued again)."""
+        value = _ACC.pack(issued, 0) + accession.encode() + SEP + key(ep, enc_key)
+        return bool(txn.put(_U64.pack(number), value, db=self.db["accession"], overwrite=False))
 
-    def bind_accession(self, txn: lmdb.Transaction, accession: str, ep: str, enc_key: str) -> None:
-        if not txn.put(accession.encode(), key(ep, enc_key), db=self.db["accession"], overwrite=False):
-            raise StoreError("accession number already issued")
+    def _accession_entry(self, txn: lmdb.Transaction, accession: str) -> tuple[bytes, bytes] | None:
+        i = len(accession)
+        while i and accession[i - 1] in "0123456789":
+            i -= 1
+        if i == len(accession) or len(accession) - i > 19:
+            return None
+        k = _U64.pack(int(accession[i:]))
+        raw = txn.get(k, db=self.db["accession"])
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        text = raw[_ACC.size :].split(SEP, 1)[0]
+        return (k, raw) if text == accession.encode() else None
 
-    def rebind_accession(self, txn: lmdb.Transaction, accession: str, ep: str, enc_key: str) -> None:
-        """Point an issued number at the encounter's new key (visit re-key); never frees it."""
-        txn.put(accession.encode(), key(ep, enc_key), db=self.db["accession"])
+    def lookup_accession(self, txn: lmdb.Transaction, accession: str) -> dict[str, Any] | None:
+        """Who an issued accession number belongs to: ``{"ep", "key", "issued", "used"}``,
+        ``key`` following later re-keys and merges; None if unknown (or pruned)."""
+        entry = self._accession_entry(txn, accession)
+        if entry is None:
+            return None
+        _k, raw = entry
+        issued, flags = _ACC.unpack(raw[: _ACC.size])
+        _text, ep, enc_key = raw[_ACC.size :].split(SEP, 2)
+        ep_s = ep.decode()
+        return {
+            "ep": ep_s,
+            "key": self.current_key(txn, ep_s, enc_key.decode("utf-8")),
+            "issued": issued,
+            "used": bool(flags & ACC_USED),
+        }
+
+    def mark_accession_used(self, txn: lmdb.Transaction, accession: str) -> bool:
+        """Flag a number as used by an exam: kept for good.  False if unknown."""
+        entry = self._accession_entry(txn, accession)
+        if entry is None:
+            return False
+        k, raw = entry
+        issued, flags = _ACC.unpack(raw[: _ACC.size])
+        txn.put(k, _ACC.pack(issued, flags | ACC_USED) + raw[_ACC.size :], db=self.db["accession"])
+        return True
+
+    def prune_accessions(self, txn: lmdb.Transaction, before: float, limit: int = 5000) -> int:
+        """Forget up to ``limit`` numbers issued before ``before`` and never used by an exam,
+        oldest first (numbers are issued in time order).  The counter never goes back, so a
+        forgotten number is still never issued again."""
+        cur = txn.cursor(db=self.db["accession"])
+        n = seen = 0
+        if not cur.first():
+            return 0
+        while seen < limit:
+            raw = cur.value()
+            issued, flags = _ACC.unpack(raw[: _ACC.size])
+            if issued >= before:
+                break
+            seen += 1
+            if flags & ACC_USED:
+                if not cur.next():
+                    break
+                continue
+            cur.delete()
+            n += 1
+            if cur.key() == b"":
+                break
+        return n
 
     # -- duplicates --------------------------------------------------------------
 
@@ -357,3 +531,62 @@ class Store:
             while cur.key().startswith(b"count:"):
                 if not cur.delete():
                     break
+
+
+def _split_active(value: bytes | None) -> tuple[bytes | None, float]:
+    """(status, accession issue time) of an ``active`` db value."""
+    if value is None:
+        return None, 0.0
+    value = bytes(value)
+    return value[:-8], _F64.unpack(value[-8:])[0]
+
+
+def _due_key(ep: str, issued: float, enc_key: str) -> bytes:
+    return ep.encode() + SEP + _F64.pack(issued) + enc_key.encode("utf-8")
+
+
+class _SharedLock:
+    """Many holders of the shared side, or one of the exclusive side (no preference:
+    a thread may nest shared holds without deadlock)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    def acquire_shared(self) -> None:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._shared += 1
+
+    def release_shared(self) -> None:
+        with self._cond:
+            self._shared -= 1
+            if not self._shared:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        self.acquire_shared()
+        try:
+            yield
+        finally:
+            self.release_shared()
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float = 30.0) -> Iterator[None]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._exclusive or self._shared:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreError("LMDB map resize: transactions of this process stay open")
+                self._cond.wait(left)
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()

@@ -18,6 +18,7 @@ Before forking, the supervisor:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -34,8 +35,19 @@ from .config import Config, ConfigError, EndpointConfig
 log = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT = 30.0
-GRACEFUL_TIMEOUT = 15.0
+GRACEFUL_TIMEOUT = 9.0  # SIGTERM: everything has exited within 10 s
 DEFAULT_ENDPOINT = "default"
+TIMERS = -1  # the index of the timer process (``ebw.timers``) among the children
+
+
+def _exit_reason(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"signal {signal.Signals(sig).name}"
+        except ValueError:
+            return f"signal {sig}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
 def bind(host: str, port: int, variable: str) -> socket.socket:
@@ -65,6 +77,7 @@ class Supervisor:
         self.halt_code: int | None = None
         self.restarts: list[float] = []
         self.pending_restart: list[int] = []
+        self.retiring: set[int] = set()  # pids told to stop after a reload: not restarted
         self.sockets: list[Any] = []
 
     # -- set-up ------------------------------------------------------------------
@@ -120,6 +133,7 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         for i in range(self.cfg.workers):
             self.spawn(i)
+        self.spawn(TIMERS)
         self.http.start()
         log.info(
             "EBW serving: %d workers, HL7 %s, DICOM %s, HTTP %s:%d",
@@ -136,9 +150,7 @@ class Supervisor:
                 if sig in (signal.SIGTERM, signal.SIGINT):
                     self.stopping = True
                 elif sig == signal.SIGHUP:
-                    log.info("SIGHUP: restarting workers")
-                    for pid in list(self.workers):
-                        self._kill(pid, signal.SIGTERM)
+                    self.reload()
             self.reap()
             if self.stopping or self.halt_code is not None:
                 break
@@ -165,6 +177,67 @@ class Supervisor:
             except OSError:
                 pass
 
+    # -- SIGHUP ------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Read the configuration again (the environment, then ``EBW_ENV_FILE``).
+
+        A bad value is logged (variable and rule) and nothing changes.  Endpoint
+        settings are written to LMDB: every worker and the timer process pick them up
+        within a second, with no connection dropped.  Listening addresses cannot move
+        without a restart (logged, kept).  Other global settings (worker count, MLLP
+        limits, journal retention, log level ...) take new workers: each old worker
+        is replaced by a new one first, then told to finish what it has in flight and
+        exit, so the listening sockets never stop accepting."""
+        from . import config
+        from .store import Store
+
+        try:
+            new = config.load()
+        except ConfigError as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc)
+            return
+        old_ep, new_ep = self.cfg.endpoint, new.endpoint
+        fixed = {"hl7_host", "hl7_port", "dicom_host", "dicom_port"}
+        moved = sorted(f for f in fixed if getattr(old_ep, f) != getattr(new_ep, f))
+        if moved:
+            log.warning("SIGHUP: %s change at the next restart (listening sockets stay)", ", ".join(moved))
+            new_ep = dataclasses.replace(new_ep, **{f: getattr(old_ep, f) for f in moved})
+        fixed_global = {"data_dir", "http_host", "http_port", "lmdb_map_size_mb", "fsync", "env_file"}
+        kept = sorted(f for f in fixed_global if getattr(self.cfg, f) != getattr(new, f))
+        if kept:
+            log.warning("SIGHUP: %s change at the next restart", ", ".join(kept))
+        new = dataclasses.replace(new, endpoint=new_ep, **{f: getattr(self.cfg, f) for f in kept})
+        store = Store(self.data_dir, self.cfg.lmdb_map_size_mb, sync=self.cfg.fsync)
+        try:
+            with store.write() as txn:
+                changed = store.put_endpoint(txn, DEFAULT_ENDPOINT, new_ep.to_dict())
+        finally:
+            store.close()
+        global_changed = dataclasses.replace(new, endpoint=old_ep) != self.cfg
+        self.cfg = new
+        log.info(
+            "SIGHUP: configuration reloaded (endpoint settings %s, workers %s)",
+            "changed" if changed else "unchanged",
+            "replaced" if global_changed else "kept",
+        )
+        if global_changed:
+            from . import log as ebw_log
+
+            ebw_log.setup(new.log_level)
+            self.replace_workers()
+
+    def replace_workers(self) -> None:
+        """Start new workers with the current configuration, then stop the old ones
+        gracefully (they share the listening sockets, so nothing is refused)."""
+        old = list(self.workers.items())
+        for index in range(self.cfg.workers):
+            self.spawn(index)
+        self.spawn(TIMERS)
+        for pid, _info in old:
+            self.retiring.add(pid)
+            self._kill(pid, signal.SIGTERM)
+
     # -- workers -------------------------------------------------------------------
 
     def spawn(self, index: int) -> None:
@@ -181,6 +254,13 @@ class Supervisor:
             self.http.httpd.socket.close()
         except OSError:
             pass
+        if index == TIMERS:
+            for s in self.sockets:  # the timer process serves no connections
+                s.hl7.close()
+                s.dicom.close()
+            from .timers import main as timers_main
+
+            timers_main(self.cfg, self.run_dir)
         from .worker import main
 
         main(self.cfg, self.sockets, self.run_dir, index)
@@ -200,11 +280,15 @@ class Supervisor:
             if info is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            name = "timer process" if info["index"] == TIMERS else f"worker {info['index']}"
             if code == EXIT_BOOT_ERROR:
-                log.error("worker %d (pid %d) could not boot; stopping", info["index"], pid)
+                log.error("%s (pid %d) could not boot; stopping", name, pid)
                 self.halt_code = EXIT_BOOT_ERROR
+            elif pid in self.retiring:
+                self.retiring.discard(pid)
+                log.info("%s (pid %d) replaced after a reload: %s", name, pid, _exit_reason(status))
             elif not self.stopping:
-                log.warning("worker %d (pid %d) exited with %s; restarting", info["index"], pid, code)
+                log.warning("%s (pid %d) exited with %s; restarting", name, pid, _exit_reason(status))
                 self.metrics.worker_restarts.inc()
                 self.pending_restart.append(info["index"])
 
@@ -215,7 +299,7 @@ class Supervisor:
             multiprocess.mark_process_dead(pid, self.metrics_dir)
         except OSError:
             pass
-        for name in (f"heartbeat.{pid}", f"ready.{pid}"):
+        for name in (f"heartbeat.{pid}", f"ready.{pid}", f"timers-ready.{pid}"):
             try:
                 os.unlink(os.path.join(self.run_dir, name))
             except FileNotFoundError:
@@ -256,9 +340,16 @@ class Supervisor:
             pass
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        ready = sum(1 for pid in list(self.workers) if os.path.exists(os.path.join(self.run_dir, f"ready.{pid}")))
-        ok = not self.stopping and ready == self.cfg.workers
-        return ok, {"workers": self.cfg.workers, "ready": ready}
+        ready = timers = 0
+        for pid, info in list(self.workers.items()):
+            if pid in self.retiring:
+                continue
+            if info["index"] == TIMERS:
+                timers += os.path.exists(os.path.join(self.run_dir, f"timers-ready.{pid}"))
+            else:
+                ready += os.path.exists(os.path.join(self.run_dir, f"ready.{pid}"))
+        ok = not self.stopping and ready >= self.cfg.workers and timers >= 1
+        return ok, {"workers": self.cfg.workers, "ready": ready, "timers": bool(timers)}
 
     def shutdown(self) -> int:
         log.info("stopping %d workers", len(self.workers))

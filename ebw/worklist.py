@@ -7,28 +7,24 @@ settings (Requested Procedure ID/Description, Modality) and the scheduled
 date/time are filled in when a query is answered, so a settings change
 applies at once.
 
-Accession numbers: ``<prefix><number zero-padded to digits>``; the number
-comes from one counter in LMDB shared by every endpoint and process, and
-every issued number is recorded (``accession`` db) and never issued again,
-whatever the prefix and digits were or become.
+Accession numbers are issued and rotated by ``ebw.accession``.
 
 Scheduled date/time (documented in README, "Scheduled date and time"): an
 encounter-based worklist has no schedule, so every active item must be on
 *today's* list in the endpoint's timezone.  The reported SPS start is the
-time the item's current accession number was issued when that is today,
-else local midnight today.
+time the item's current accession number was issued.  Numbers are rotated
+every period and at local midnight (``ebw.accession``); until the rotation
+after midnight has run (seconds), an item issued yesterday reports local
+midnight today.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from .config import EndpointConfig
-from .errors import StoreError
-from .store import Store
 
 SPS = "ScheduledProcedureStepSequence."
 # SPS start date + time as one DT value, for combined date-time matching (PS3.4 C.2.2.2.5.4)
@@ -81,33 +77,6 @@ VRS: dict[str, str] = {
     ISSUER_OF_ADMISSION + "UniversalEntityID": "LO",
     ISSUER_OF_ADMISSION + "UniversalEntityIDType": "CS",
 }
-
-
-def format_accession(prefix: str, digits: int, number: int) -> str:
-    text = str(number)
-    if len(text) > digits:
-        raise StoreError(f"accession numbers with {digits} digits are exhausted")
-    return prefix + text.zfill(digits)
-
-
-def new_study_uid() -> str:
-    """A Study Instance UID under the UUID-derived root 2.25 (PS3.5 B.2)."""
-    return f"2.25.{uuid.uuid4().int}"
-
-
-def issue_accession(store: Store, txn: Any, cfg: EndpointConfig, ep: str, enc_key: str, now: float) -> tuple[str, str]:
-    """Issue the next accession number for an encounter inside ``txn``.
-
-    Returns ``(accession, study_uid)``.  Unique forever: the number comes
-    from a shared counter and is checked against every number ever issued.
-    """
-    while True:
-        number = store.next_seq(txn, "accession")
-        accession = format_accession(cfg.accession_prefix, cfg.accession_digits, number)
-        if not store.accession_taken(txn, accession):
-            break
-    store.bind_accession(txn, accession, ep, enc_key)
-    return accession, new_study_uid()
 
 
 def _dicom_text(value: str | None) -> str:
