@@ -78,29 +78,42 @@ class Committer:
                 return
 
     def _commit(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
-        env = self.store.env
-        results: list[Any] = []
         t0 = time.perf_counter()
-        try:
-            with env.begin(write=True) as txn:
-                for job, _fut in batch:
-                    try:
-                        with env.begin(write=True, parent=txn) as child:
-                            results.append(job(child))
-                    except lmdb.MapFullError:
-                        raise
-                    except Exception as exc:  # one bad change: its own AE, the batch goes on
-                        log.exception("applying a change failed (%s)", type(exc).__name__)
-                        results.append(StoreError(f"apply failed: {type(exc).__name__}"))
-                for hook in self.before_commit:
-                    hook(txn)
-        except lmdb.Error as exc:
-            log.error("LMDB commit of %d changes failed: %s", len(batch), exc)
-            err = StoreError(f"commit failed: {type(exc).__name__}")
-            return [err] * len(batch)
+        while True:
+            try:
+                results = self._apply(batch)
+                break
+            except lmdb.MapFullError:
+                # the batch was rolled back: grow the map and apply it again
+                if self.store.grow():
+                    log.warning("LMDB map full: grown to %d MiB", self.store.env.info()["map_size"] >> 20)
+                    continue
+                log.error("LMDB map full and the filesystem has no room to grow it")
+                return [StoreError("commit failed: the store is full")] * len(batch)
+            except (lmdb.Error, StoreError) as exc:
+                log.error("LMDB commit of %d changes failed: %s", len(batch), exc)
+                return [StoreError(f"commit failed: {type(exc).__name__}")] * len(batch)
         metrics.store_commits.inc()
         metrics.store_commit_batch.observe(len(batch))
         metrics.store_commit_duration.observe(time.perf_counter() - t0)
+        return results
+
+    def _apply(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
+        """Every job in its own nested transaction, all in one write transaction."""
+        env = self.store.env
+        results: list[Any] = []
+        with self.store.write() as txn:
+            for job, _fut in batch:
+                try:
+                    with env.begin(write=True, parent=txn) as child:
+                        results.append(job(child))
+                except lmdb.MapFullError:
+                    raise
+                except Exception as exc:  # one bad change: its own AE, the batch goes on
+                    log.exception("applying a change failed (%s)", type(exc).__name__)
+                    results.append(StoreError(f"apply failed: {type(exc).__name__}"))
+            for hook in self.before_commit:
+                hook(txn)
         return results
 
 
