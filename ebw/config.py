@@ -259,6 +259,14 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     # -- global
+    Setting(
+        "EBW_ENV_FILE",
+        "env_file",
+        "",
+        str,
+        "A file of EBW_* settings (KEY=VALUE lines, # comments) read at start and again on SIGHUP; "
+        "its values override the environment.",
+    ),
     Setting("EBW_DATA_DIR", "data_dir", "./ebw-data", str, "Directory for the LMDB store and runtime files."),
     Setting("EBW_WORKERS", "workers", "", _workers, "Worker processes (default: CPU count)."),
     Setting("EBW_HTTP_HOST", "http_host", "127.0.0.1", _host, "Address of the HTTP listener (/healthz, /metrics)."),
@@ -542,6 +550,7 @@ class EndpointConfig:
 
 @dataclass(frozen=True)
 class Config:
+    env_file: str
     data_dir: str
     workers: int
     http_host: str
@@ -559,6 +568,8 @@ class Config:
 def load(environ: Mapping[str, str] | None = None) -> Config:
     """Read and check every setting.  Raises ConfigError on the first bad one."""
     env = os.environ if environ is None else environ
+    if env.get("EBW_ENV_FILE"):
+        env = {**env, **read_env_file(env["EBW_ENV_FILE"])}
     values: dict[str, Any] = {}
     for s in SETTINGS:
         raw = env.get(s.env)
@@ -599,6 +610,33 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     endpoint = EndpointConfig(**{k: v for k, v in values.items() if k in endpoint_fields})
     glob = {k: v for k, v in values.items() if k not in endpoint_fields}
     return Config(endpoint=endpoint, **glob)
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines (blank lines and ``#`` comments ignored; optional ``export``;
+    a value may be quoted), as systemd's EnvironmentFile reads them."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise ConfigError("EBW_ENV_FILE", path, f"cannot read the file: {exc.strerror or exc}") from None
+    out: dict[str, str] = {}
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not name.replace("_", "").isalnum():
+            raise ConfigError("EBW_ENV_FILE", path, f"line {n} is not KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        if name != "EBW_ENV_FILE":
+            out[name] = value
+    return out
 
 
 def env_file() -> str:

@@ -51,11 +51,13 @@ class Hl7Endpoint:
         self.get_cfg = get_cfg
         self.store = store
         self.committer = committer
+        self.in_flight = 0  # messages received and not yet answered
 
     async def handle(self, frame: bytes) -> bytes:
         t0 = time.perf_counter()
         cfg = self.get_cfg()
         event = ""
+        self.in_flight += 1
         try:
             try:
                 change = parse(frame, mapping_for(cfg))
@@ -84,6 +86,7 @@ class Hl7Endpoint:
             log.debug("%s: MSH-10 %s %s %s", self.ep, change.control_id, event, applied.outcome)
             return self._answer(change.header, "AA", 0, "", "", event)
         finally:
+            self.in_flight -= 1
             metrics.hl7_ack_seconds.labels(self.ep).observe(time.perf_counter() - t0)
 
     def _job(self, change: Change, cfg: EndpointConfig, frame: bytes) -> Callable[[Any], encounters.Applied]:

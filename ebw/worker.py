@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 EXIT_BOOT_ERROR = 3  # the supervisor halts instead of restarting
+DRAIN_TIMEOUT = 6.0  # SIGTERM: seconds to finish in-flight messages and associations
 
 # prometheus_client's process collector family -> the per-worker gauge it feeds.
 PROCESS_GAUGES = {
@@ -63,6 +65,10 @@ class Worker:
         self.endpoints: dict[str, EndpointConfig] = {}
         self.mllp_servers: list[asyncio.AbstractServer] = []
         self.dicom: list[DicomListener] = []
+        self.listeners: dict[str, DicomListener] = {}
+        self.hl7_endpoints: list[Hl7Endpoint] = []
+        self.connections: weakref.WeakSet[MllpServerProtocol] = weakref.WeakSet()
+        self._ep_version = 0
         self.stopping: asyncio.Event | None = None
         self._process: Any = None  # prometheus_client ProcessCollector, made on first use
 
@@ -89,6 +95,8 @@ class Worker:
                     metrics.active_encounters.labels(ep).set(self.store.active_count(txn, ep))
             self._update_lmdb_gauges()
             self.endpoints = {ep: EndpointConfig.from_dict(d) for ep, d in settings.items()}
+            with self.store.read() as txn:
+                self._ep_version = self.store.endpoints_version(txn)
             self.committer = Committer(self.store, loop)
             self.committer.before_commit.append(self._update_gauges)
             self.committer.before_commit.append(self._prune_journal)
@@ -118,8 +126,14 @@ class Worker:
         max_frame = self.cfg.mllp_max_frame_bytes
         idle = self.cfg.mllp_idle_timeout
 
+        connections = self.connections
+
         def factory() -> MllpServerProtocol:
-            return MllpServerProtocol(hl7.handle, hl7.oversize, max_frame, idle, gauge.inc, gauge.dec)
+            proto = MllpServerProtocol(hl7.handle, hl7.oversize, max_frame, idle, gauge.inc, gauge.dec)
+            connections.add(proto)
+            return proto
+
+        self.hl7_endpoints.append(hl7)
 
         server = await loop.create_server(factory, sock=s.hl7, backlog=1024)
         self.mllp_servers.append(server)
@@ -127,6 +141,7 @@ class Worker:
         listener = DicomListener(index, self.endpoints[s.ep], s.dicom)
         listener.start()
         self.dicom.append(listener)
+        self.listeners[s.ep] = listener
         # Load the worklist into memory now rather than on the first query.
         threading.Thread(target=self._warm, args=(index,), name=f"warm-{s.ep}", daemon=True).start()
 
@@ -136,6 +151,24 @@ class Worker:
             index.select([])
         except Exception:  # noqa: BLE001 - the first query will try again and report
             log.exception("loading the worklist of %s failed", index.ep)
+
+    def _reload_endpoints(self) -> None:
+        """Pick up changed endpoint settings (SIGHUP, later the admin API): they apply
+        to the next message and the next association; nothing is dropped."""
+        with self.store.read() as txn:
+            version = self.store.endpoints_version(txn)
+            if version == self._ep_version:
+                return
+            settings = self.store.endpoints(txn)
+        self._ep_version = version
+        for ep, d in settings.items():
+            new = EndpointConfig.from_dict(d)
+            if ep in self.endpoints and new != self.endpoints[ep]:
+                self.endpoints[ep] = new
+                listener = self.listeners.get(ep)
+                if listener is not None:
+                    listener.apply(new)
+                log.info("endpoint %s: settings reloaded", ep)
 
     def _update_gauges(self, txn: Any) -> None:
         for ep in self.endpoints:
@@ -175,6 +208,10 @@ class Worker:
         while True:
             os.utime(path)
             try:
+                self._reload_endpoints()
+            except Exception:  # noqa: BLE001 - the next beat tries again
+                log.exception("reading endpoint settings failed")
+            try:
                 self._update_lmdb_gauges()
                 self._update_process_gauges()
             except Exception:  # noqa: BLE001 - metrics must never stop the heartbeat
@@ -182,13 +219,26 @@ class Worker:
             await asyncio.sleep(1.0)
 
     async def _stop(self) -> None:
+        """Stop accepting; answer the messages in flight and let open associations
+        finish (``DRAIN_TIMEOUT`` at most); close the connections; commit; close LMDB."""
         for server in self.mllp_servers:
             server.close()
         loop = asyncio.get_running_loop()
         for listener in self.dicom:
             await loop.run_in_executor(None, listener.stop)
-        # Give in-flight messages a moment to be answered, then commit what is queued.
-        await asyncio.sleep(0.2)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while time.monotonic() < deadline:
+            busy = sum(h.in_flight for h in self.hl7_endpoints)
+            associations = sum(len(listener.ae.active_associations) for listener in self.dicom)
+            if not busy and not associations:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            log.warning("worker %d: stopping with work still in flight", self.index)
+        for proto in list(self.connections):
+            transport = getattr(proto, "transport", None)
+            if transport is not None:
+                transport.close()
         await loop.run_in_executor(None, self.committer.stop)
         self.store.close()
 

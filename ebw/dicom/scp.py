@@ -114,6 +114,14 @@ class DicomListener:
             target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"dicom-{index.ep}", daemon=True
         )
 
+    def apply(self, cfg: EndpointConfig) -> None:
+        """Take changed settings (SCP AE title, allowed calling AE titles and addresses)
+        for the next association; the listening socket stays as it is."""
+        self.ae.ae_title = cfg.scp_aet
+        self.server.ae_title = cfg.scp_aet
+        self.ae.require_calling_aet = list(cfg.calling_aets)
+        self.server._allow_from = [ipaddress.ip_network(n) for n in cfg.dicom_allow_from]
+
     def start(self) -> None:
         self.thread.start()
 
