@@ -27,7 +27,7 @@ from typing import Any
 from . import metrics
 from .committer import Committer
 from .config import Config, EndpointConfig
-from .dicom.find import WorklistIndex
+from .dicom.find import REFRESH_INTERVAL, WorklistIndex
 from .dicom.scp import DicomListener
 from .ingest import Hl7Endpoint
 from .mllp import MllpServerProtocol
@@ -66,6 +66,7 @@ class Worker:
         self.mllp_servers: list[asyncio.AbstractServer] = []
         self.dicom: list[DicomListener] = []
         self.listeners: dict[str, DicomListener] = {}
+        self.threads: list[threading.Thread] = []  # joined before LMDB is closed
         self.hl7_endpoints: list[Hl7Endpoint] = []
         self.connections: weakref.WeakSet[MllpServerProtocol] = weakref.WeakSet()
         self._ep_version = 0
@@ -142,15 +143,23 @@ class Worker:
         listener.start()
         self.dicom.append(listener)
         self.listeners[s.ep] = listener
-        # Load the worklist into memory now rather than on the first query.
-        threading.Thread(target=self._warm, args=(index,), name=f"warm-{s.ep}", daemon=True).start()
+        # Load the worklist into memory now, and keep it fresh in the background, so
+        # a query does not wait for a bulk of changes (a feed catching up, a rotation).
+        fresh = threading.Thread(target=self._keep_fresh, args=(index,), name=f"fresh-{s.ep}", daemon=True)
+        fresh.start()
+        self.threads.append(fresh)
 
-    @staticmethod
-    def _warm(index: WorklistIndex) -> None:
-        try:
-            index.select([])
-        except Exception:  # noqa: BLE001 - the first query will try again and report
-            log.exception("loading the worklist of %s failed", index.ep)
+    def _keep_fresh(self, index: WorklistIndex) -> None:
+        failed = False
+        while self.stopping is None or not self.stopping.is_set():
+            try:
+                index.refresh()
+                failed = False
+            except Exception:  # noqa: BLE001 - the next round (or the next query) tries again
+                if not failed:
+                    log.exception("refreshing the worklist of %s failed", index.ep)
+                failed = True
+            time.sleep(REFRESH_INTERVAL)
 
     def _reload_endpoints(self) -> None:
         """Pick up changed endpoint settings (SIGHUP, later the admin API): they apply
@@ -240,6 +249,8 @@ class Worker:
             if transport is not None:
                 transport.close()
         await loop.run_in_executor(None, self.committer.stop)
+        for thread in self.threads:
+            await loop.run_in_executor(None, thread.join, 5.0)
         self.store.close()
 
 

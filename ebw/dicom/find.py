@@ -67,6 +67,7 @@ STATUS_CANCEL = 0xFE00
 STATUS_BAD_IDENTIFIER = 0xA900
 STATUS_OUT_OF_RESOURCES = 0xA700
 SEND_AHEAD = 8  # responses queued ahead of the network at most
+REFRESH_INTERVAL = 0.5  # seconds between background refreshes of a worker's worklists
 IN_FLIGHT_BYTES = 64 * 1024  # direct writes: unsent bytes in the kernel at most
 STATUS_UNABLE = 0xC001
 
@@ -248,6 +249,16 @@ class WorklistIndex:
         self._by_pid: dict[str, set[bytes]] = {}
         self._list: list[dict[str, Any]] = []
         self._list_stale = True
+
+    def refresh(self) -> None:
+        """Bring the in-memory worklist up to date now (the worker calls this in the
+        background every ``REFRESH_INTERVAL``, so a query rarely has more than a few
+        changes to read)."""
+        cfg = self.get_cfg()
+        zone = self._tag[2] if self._tag else None
+        renderer = Renderer(cfg, time.time(), zone)
+        with self._lock:
+            self._refresh(cfg, renderer)
 
     def select(
         self, keys: list[tuple[str, str, str]], now: float | None = None, zone: _dt.tzinfo | None = None
