@@ -149,6 +149,15 @@ def _new_record(change: Change, now: float) -> dict[str, Any]:
     }
 
 
+def _keep_segments(record: dict[str, Any], change: Change, pid_only: bool = False) -> None:
+    """The latest PID (and PV1) as received: ORUs copy the identity the EHR sent."""
+    if change.segments:
+        kept = record.setdefault("hl7", {})
+        kept["PID"] = change.segments.get("PID", kept.get("PID", ""))
+        if not pid_only and "PV1" in change.segments:
+            kept["PV1"] = change.segments["PV1"]
+
+
 def _stamp(record: dict[str, Any], change: Change, now: float) -> None:
     record["event"] = change.event
     record["updated"] = now
@@ -198,6 +207,7 @@ def _encounter_event(c: _Ctx, change: Change) -> Applied:
         _merge(record["visit"], record.get("prior_location") or {})
     _merge(record["patient"], change.patient)
     _merge(record["visit"], change.visit)
+    _keep_segments(record, change)
 
     if ev in ACTIVATE or ev == "A13":
         status = "active"
@@ -228,6 +238,7 @@ def _update_person(c: _Ctx, change: Change) -> Applied:
             continue
         ident = patient_ident(record)
         _merge(record["patient"], change.patient)
+        _keep_segments(record, change, pid_only=True)
         last_event = record.get("event")
         _stamp(record, change, c.now)
         record["event"] = last_event  # A31 is a person event: the encounter's last event stays
@@ -263,6 +274,7 @@ def _merge_group(c: _Ctx, change: Change) -> None:
             if ident == new:
                 continue
             _merge(record["patient"], change.patient)
+            _keep_segments(record, change, pid_only=True)
             record["patient_key"] = change.patient_key
             record.setdefault("merged_from", []).append(list(ident))
             _stamp(record, change, c.now)
@@ -288,5 +300,6 @@ def _rekey(c: _Ctx, old_key: str, new_key: str, change: Change | None = None) ->
     if change is not None:
         _merge(record["patient"], change.patient)
         _merge(record["visit"], change.visit)
+        _keep_segments(record, change)
         _stamp(record, change, c.now)
     c.put(new_key, record, None)

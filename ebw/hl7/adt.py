@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from ..errors import RejectError
 from .scan import scan
-from .text import NULL, Decoder, at, comps, reps, subs
+from .text import NULL, Decoder, at, comps, reps, segment_text, subs
 from .text import field as fld
 
 # Trigger events and what they do to the encounter (see ebw.encounters).
@@ -136,6 +136,8 @@ class Change:
     groups: list[Change] = field(default_factory=list)
     has_pv1: bool = False
     charset_fallback: bool = False
+    # the PID and PV1 segments as received (standard delimiters), copied into ORUs
+    segments: dict[str, str] = field(default_factory=dict)
 
     @property
     def control_id(self) -> str:
@@ -187,10 +189,12 @@ def parse(data: bytes, mapping: Mapping = DEFAULT_MAPPING) -> Change:
     if pid is None:
         raise RejectError("AE", 100, "PID segment missing", "PID")
     _read_pid(change, pid, seps, dec, mapping)
+    change.segments["PID"] = segment_text(pid, seps, dec)
     pv1 = first.get("PV1")
     if pv1 is not None:
         change.has_pv1 = True
         _read_pv1(change, pv1, seps, dec, zone, mapping)
+        change.segments["PV1"] = segment_text(pv1, seps, dec)
     change.encounter_key = _encounter_key(change, pid, pv1, seps, dec, mapping)
     if event in MERGE_EVENTS or (event in ("A06", "A07") and "MRG" in first):
         _read_merge_groups(change, segments, seps, dec, mapping, required=event in MERGE_EVENTS)
@@ -211,6 +215,7 @@ def _read_merge_groups(
             else:
                 current = Change(header=change.header, event=change.event, when=change.when)
                 _read_pid(current, fields, seps, dec, mapping)
+                current.segments["PID"] = segment_text(fields, seps, dec)
                 current.encounter_key = _encounter_key(current, fields, None, seps, dec, mapping)
                 change.groups.append(current)
             n += 1

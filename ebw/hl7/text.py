@@ -133,3 +133,34 @@ def escape(text: str, seps: bytes = b"|^~\\&") -> str:
     text = text.replace(e, f"{e}E{e}")
     text = text.replace(f, f"{e}F{e}").replace(c, f"{e}S{e}").replace(r, f"{e}R{e}").replace(s, f"{e}T{e}")
     return text.replace("\r\n", f"{e}.br{e}").replace("\r", f"{e}.br{e}").replace("\n", f"{e}.br{e}")
+
+
+STANDARD_SEPS = b"|^~\\&"
+
+
+def segment_text(fields: list[bytes], seps: bytes, dec: Decoder) -> str:
+    """A segment as text with the standard delimiters ``|^~\\&``, escape sequences kept
+    (``\\F\\``, ``\\S\\`` ...), for copying it into an outbound message."""
+    if seps[:5] == STANDARD_SEPS:
+        return dec.decode(seps[0:1].join(fields))
+    out = [dec.decode(fields[0])]
+    for raw in fields[1:]:
+        out.append(
+            "~".join(
+                "^".join(
+                    "&".join(_restate(dec.decode(sub), chr(seps[3])) for sub in comp.split(seps[4:5]))
+                    for comp in rep.split(seps[1:2])
+                )
+                for rep in raw.split(seps[2:3])
+            )
+            if raw
+            else ""
+        )
+    return "|".join(out)
+
+
+def _restate(text: str, esc: str) -> str:
+    """One atomic value written with another escape character -> standard delimiters:
+    plain text is escaped for ``|^~\\&``, escape sequences get ``\\`` around them."""
+    parts = text.split(esc)  # even: plain text; odd: the body of an escape sequence
+    return "".join(escape(p) if i % 2 == 0 else f"\\{p}\\" for i, p in enumerate(parts))
