@@ -1,4 +1,4 @@
-"""HTTP on EBW_HTTP_HOST:EBW_HTTP_PORT: ``GET /healthz`` and ``GET /metrics``.
+"""HTTP on EBW_HTTP_HOST:EBW_HTTP_PORT: ``GET /healthz``, ``GET /metrics``, ``/api/`` (``ebw.api``).
 
 Runs in the supervisor (threads), which holds no LMDB environment.
 ``/metrics`` aggregates every process's metrics with prometheus_client's
@@ -37,7 +37,9 @@ def _metrics_payload() -> tuple[bytes, str]:
 class HttpServer:
     """Small threaded HTTP server; ``health()`` returns (ok, details)."""
 
-    def __init__(self, host: str, port: int, health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+    def __init__(
+        self, host: str, port: int, health: Callable[[], tuple[bool, dict[str, Any]]], api: Any = None
+    ) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,8 +58,28 @@ class HttpServer:
                 elif path == "/metrics":
                     body, ctype = _metrics_payload()
                     self._send(200, body, ctype)
+                elif path.startswith("/api/") and outer.api is not None:
+                    self._api("GET")
                 else:
                     self._send(404, b'{"error": "not found"}', "application/json")
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(min(length, 1 << 20))
+                if self.path.startswith("/api/") and outer.api is not None:
+                    self._api("POST")
+                else:
+                    self._send(404, b'{"error": "not found"}', "application/json")
+
+            def _api(self, method: str) -> None:
+                path, _, query = self.path.partition("?")
+                try:
+                    code, payload = outer.api.handle(method, path, query)
+                except Exception as exc:  # noqa: BLE001 - answered 500, logged without data
+                    log.exception("API %s %s failed", method, path.split("/")[2:3])
+                    code, payload = 500, {"error": type(exc).__name__}
+                self._send(code, json.dumps(payload).encode(), "application/json")
 
             def _send(self, code: int, body: bytes, ctype: str) -> None:
                 self.send_response(code)
@@ -67,6 +89,7 @@ class HttpServer:
                 self.wfile.write(body)
 
         self.health = health
+        self.api = api
         ThreadingHTTPServer.allow_reuse_address = True
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True

@@ -197,6 +197,31 @@ def _separator(raw: str) -> str:
     return raw
 
 
+def _hl7_value(raw: str) -> str:
+    value = raw.strip()
+    if len(value) > 64 or any(c in value for c in "|^~\\&\r\n"):
+        raise ValueError("must be at most 64 characters without HL7 delimiters (| ^ ~ \\ &)")
+    return value
+
+
+def _result_status(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("F", "R", "P"):
+        raise ValueError("must be one of F, R, P (HL7 table 0123)")
+    return value
+
+
+def _url_template(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.lower().startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL (with {study_uid} and/or {accession})")
+    try:
+        value.format(study_uid="1.2.3", accession="EB1")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("only {study_uid} and {accession} may appear in braces") from None
+    return value
+
+
 def _choice(*values: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -491,6 +516,57 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("EBW_EHR_HOST", "ehr_host", "", _optional_host, "Host of the EHR's MLLP listener for ORUs.", "endpoint"),
     Setting("EBW_EHR_PORT", "ehr_port", "", _optional_port, "Port of the EHR's MLLP listener for ORUs.", "endpoint"),
+    Setting(
+        "EBW_ORU_SENDING_APPLICATION",
+        "oru_sending_application",
+        "EBW",
+        _text(64),
+        "MSH-3 of ORUs to the EHR.",
+        "endpoint",
+    ),
+    Setting("EBW_ORU_SENDING_FACILITY", "oru_sending_facility", "", _hl7_value, "MSH-4 of ORUs.", "endpoint"),
+    Setting("EBW_ORU_RECEIVING_APPLICATION", "oru_receiving_application", "", _hl7_value, "MSH-5 of ORUs.", "endpoint"),
+    Setting("EBW_ORU_RECEIVING_FACILITY", "oru_receiving_facility", "", _hl7_value, "MSH-6 of ORUs.", "endpoint"),
+    Setting(
+        "EBW_ORU_RESULT_STATUS",
+        "oru_result_status",
+        "F",
+        _result_status,
+        "OBR-25 / OBX-11 result status of ORUs (F final, R results stored - not verified, P preliminary).",
+        "endpoint",
+    ),
+    Setting(
+        "EBW_ORU_VIEWER_URL",
+        "oru_viewer_url",
+        "",
+        _url_template,
+        "Image viewer link sent in an RP OBX, with {study_uid} and {accession} filled in (empty: no link).",
+        "endpoint",
+    ),
+    Setting(
+        "EBW_ORU_ACK_TIMEOUT_SECONDS",
+        "oru_ack_timeout_seconds",
+        "30",
+        _int_range(1, 600),
+        "Seconds to wait for the EHR's ACK of an ORU before sending it again (same MSH-10).",
+        "endpoint",
+    ),
+    Setting(
+        "EBW_ORU_MAX_ATTEMPTS",
+        "oru_max_attempts",
+        "10",
+        _int_range(1, 1000),
+        "ORUs answered AE this many times are dead-lettered (AR at once; no answer: retried until answered).",
+        "endpoint",
+    ),
+    Setting(
+        "EBW_EXAM_QUIET_SECONDS",
+        "exam_quiet_seconds",
+        "300",
+        _int_range(10, 86400),
+        "An exam without a completing MPPS is complete when no image of it arrived for this long.",
+        "endpoint",
+    ),
     Setting("EBW_PACS_AET", "pacs_aet", "", _optional_ae_title, "AE title of the PACS.", "endpoint"),
     Setting("EBW_PACS_HOST", "pacs_host", "", _optional_host, "Host of the PACS.", "endpoint"),
     Setting("EBW_PACS_PORT", "pacs_port", "", _optional_port, "Port of the PACS.", "endpoint"),
@@ -529,6 +605,15 @@ class EndpointConfig:
     vip_values: tuple[str, ...] = ("Y", "VIP")
     broad_query_max: int = 0
     quirks: str = ""
+    oru_sending_application: str = "EBW"
+    oru_sending_facility: str = ""
+    oru_receiving_application: str = ""
+    oru_receiving_facility: str = ""
+    oru_result_status: str = "F"
+    oru_viewer_url: str = ""
+    oru_ack_timeout_seconds: int = 30
+    oru_max_attempts: int = 10
+    exam_quiet_seconds: int = 300
     ehr_host: str | None = None
     ehr_port: int | None = None
     pacs_aet: str | None = None

@@ -140,3 +140,42 @@ worker_start_time = Gauge(
     ["worker"],
     multiprocess_mode="liveall",
 )
+
+# -- exams: studies in, ORU to the EHR, push to PACS --------------------------------
+
+studies_received = Counter(
+    "ebw_dicom_instances_received_total",
+    "DICOM instances received (C-STORE), by endpoint and answer status (0000 stored, A700, C000).",
+    ["endpoint", "status"],
+)
+orphan_studies = Counter(
+    "ebw_orphan_studies_total",
+    "Studies received that match no encounter (no known accession number or study UID).",
+    ["endpoint"],
+)
+oru_sent = Counter(
+    "ebw_oru_sent_total",
+    "ORU delivery attempts to the EHR, by outcome (AA, AE, AR, timeout, error).",
+    ["endpoint", "ack"],
+)
+oru_dead_letters = Counter(
+    "ebw_oru_dead_letters_total",
+    "ORUs given up on (AR, or AE too many times): listed at /api/exams?oru=dead.",
+    ["endpoint"],
+)
+oru_outbox_depth = Gauge(
+    "ebw_oru_outbox_depth",
+    "ORUs waiting to be acknowledged by the EHR.",
+    multiprocess_mode="mostrecent",
+)
+pacs_push = Counter(
+    "ebw_pacs_push_total",
+    "Study pushes to PACS, by result (done, failed: retried later).",
+    ["endpoint", "result"],
+)
+pacs_push_lag = Histogram(
+    "ebw_pacs_push_lag_seconds",
+    "Time from when a study was due at PACS (ORU acknowledged + push delay) to when it was all stored.",
+    ["endpoint"],
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)

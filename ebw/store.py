@@ -19,6 +19,11 @@ active         ``ep\\0<encounter key>``                ``active`` / ``pending`` 
 due            ``ep\\0`` + 8-byte issue time + enc key  b"" -- open encounters by the issue time of
                                                        their accession number (rotation order)
 moved          ``ep\\0<old encounter key>``            new encounter key (visit re-key / merge)
+exams          ``ep\\0<Study Instance UID>``           exam record (JSON, ``ebw.exams``): the study,
+                                                       its encounter, ORU and PACS push state
+instances      ``ep\\0<study>\\0<SOP Instance UID>``   instance (JSON): file, SOP class, transfer syntax
+mpps           ``<MPPS SOP Instance UID>``             MPPS (JSON): endpoint, status, studies
+exam_open      ``ep\\0<Study Instance UID>``           b"" -- exams with work left (ORU, push)
 seen           ``ep\\0MSH-3\\0MSH-4\\0MSH-10``        time applied (8-byte float): duplicate check
 changes        8-byte sequence number                  ``ep\\0<encounter key>`` changed (feed for the
                                                        workers' in-memory worklists; bounded)
@@ -60,7 +65,23 @@ from .errors import StoreError
 
 SCHEMA_VERSION = 2
 SEP = b"\x00"
-DBS = ("meta", "endpoints", "enc", "active", "due", "moved", "patient", "accession", "seen", "journal", "changes")
+DBS = (
+    "meta",
+    "endpoints",
+    "enc",
+    "active",
+    "due",
+    "moved",
+    "patient",
+    "accession",
+    "seen",
+    "journal",
+    "changes",
+    "exams",
+    "instances",
+    "mpps",
+    "exam_open",
+)
 INDEX_DBS = ("enc", "active", "due", "moved", "patient", "seen", "changes")  # rebuilt by `ebw replay`
 
 _U64 = struct.Struct(">Q")

@@ -110,7 +110,9 @@ class Supervisor:
         from .admin import HttpServer
 
         try:
-            self.http = HttpServer(self.cfg.http_host, self.cfg.http_port, self.health)
+            from .api import Api
+
+            self.http = HttpServer(self.cfg.http_host, self.cfg.http_port, self.health, Api(self.cfg))
         except OSError as exc:
             reason = "port already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise ConfigError(

@@ -11,6 +11,9 @@ opens LMDB after fork, as the workers do.  Every second (``TICK``) it:
 - every ``PRUNE_EVERY`` seconds, forgets accession numbers older than
   ``EBW_JOURNAL_RETENTION_DAYS`` that no exam used.
 
+A second thread (``ebw.delivery``) completes quiet exams, sends ORUs to the
+EHR and pushes studies to PACS when they are due.
+
 Writes go through the same LMDB environment as the workers' (one writer at a
 time across processes), synced like theirs (``EBW_FSYNC``): a number is
 issued for good before any modality can see it.  The worklists in the
@@ -60,6 +63,10 @@ class Timers:
         heartbeat = os.path.join(self.run_dir, f"heartbeat.{pid}")
         open(heartbeat, "w").close()
         open(os.path.join(self.run_dir, f"timers-ready.{pid}"), "w").close()
+        from .delivery import Delivery
+
+        delivery = Delivery(self.store, os.path.abspath(self.cfg.data_dir), self.endpoints, clock=self.clock)
+        delivery.start()
         log.info("timers ready (pid %d)", pid)
         while not self.stopping:
             started = time.monotonic()
@@ -71,6 +78,10 @@ class Timers:
             rest = TICK - (time.monotonic() - started)
             if rest > 0 and not self.stopping:
                 time.sleep(rest)
+        delivery.stop()
+        if delivery.thread.is_alive():  # stuck on a peer: the process exits without closing LMDB
+            log.warning("timers: a delivery is still in progress; exiting without waiting for it")
+            return 0
         self.store.close()
         log.info("timers stopped")
         return 0

@@ -29,6 +29,7 @@ from .committer import Committer
 from .config import Config, EndpointConfig
 from .dicom.find import REFRESH_INTERVAL, WorklistIndex
 from .dicom.scp import DicomListener
+from .dicom.store_scp import StudyIn
 from .ingest import Hl7Endpoint
 from .mllp import MllpServerProtocol
 from .store import Store
@@ -139,7 +140,8 @@ class Worker:
         server = await loop.create_server(factory, sock=s.hl7, backlog=1024)
         self.mllp_servers.append(server)
         index = WorklistIndex(self.store, s.ep, get_cfg)
-        listener = DicomListener(index, self.endpoints[s.ep], s.dicom)
+        study_in = StudyIn(self.store, s.ep, get_cfg, os.path.abspath(self.cfg.data_dir), self.cfg.fsync)
+        listener = DicomListener(index, self.endpoints[s.ep], s.dicom, study_in=study_in)
         listener.start()
         self.dicom.append(listener)
         self.listeners[s.ep] = listener

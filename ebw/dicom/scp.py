@@ -1,4 +1,5 @@
-"""The DICOM listener of an endpoint: pynetdicom AE with MWL FIND and Verification.
+"""The DICOM listener of an endpoint: pynetdicom AE with MWL FIND, Verification, and
+(``ebw.dicom.store_scp``) Storage and MPPS.
 
 The listening socket is bound by the supervisor before it forks (so a port in
 use is reported before anything starts) and shared by every worker: each
@@ -24,6 +25,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from ..config import EndpointConfig
 from .find import WorklistIndex, make_handler
+from .store_scp import StudyIn, add_contexts
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,21 @@ class DicomListener:
     """pynetdicom server for one endpoint, running in a thread of a worker."""
 
     def __init__(
-        self, index: WorklistIndex, cfg: EndpointConfig, listen_socket: socket.socket, max_associations: int = 64
+        self,
+        index: WorklistIndex,
+        cfg: EndpointConfig,
+        listen_socket: socket.socket,
+        max_associations: int = 64,
+        study_in: StudyIn | None = None,
     ) -> None:
         scp_aet = cfg.scp_aet
         ae = AE(ae_title=scp_aet)
         ae.add_supported_context(ModalityWorklistInformationFind)
         ae.add_supported_context(Verification)
+        handlers: list[tuple[Any, Any]] = [(evt.EVT_C_FIND, make_handler(index))]
+        if study_in is not None:
+            add_contexts(ae)
+            handlers += study_in.handlers()
         ae.require_called_aet = True
         ae.require_calling_aet = list(cfg.calling_aets)
         ae.maximum_associations = max_associations
@@ -104,7 +115,7 @@ class DicomListener:
         self.server = ae.make_server(
             listen_socket.getsockname()[:2],
             ae_title=scp_aet,
-            evt_handlers=[(evt.EVT_C_FIND, make_handler(index))],
+            evt_handlers=handlers,
             server_class=SharedSocketServer,
             listen_socket=listen_socket,
             allow_from=cfg.dicom_allow_from,
