@@ -1,6 +1,7 @@
 """HTTP on EBW_HTTP_HOST:EBW_HTTP_PORT: ``GET /healthz``, ``GET /metrics``, ``/api/`` (``ebw.api``).
 
-Runs in the supervisor (threads), which holds no LMDB environment.
+Runs in the supervisor (threads); ``/api/`` requests open the LMDB environment
+for the request only (``ebw.api``).
 ``/metrics`` aggregates every process's metrics with prometheus_client's
 ``MultiProcessCollector`` into a fresh registry per scrape, plus the standard
 ``process_*`` metrics of the supervisor itself (the workers' own figures are

@@ -414,3 +414,25 @@ def test_dcmtk_storescu_sends_a_study(server, tmp_path):
     stored = list((server.data_dir / "studies" / "default" / str(item.StudyInstanceUID)).glob("*.dcm"))
     assert len(stored) == 2 and all(pydicom.dcmread(p).AccessionNumber == item.AccessionNumber for p in stored)
     assert os.path.getsize(stored[0]) > 256
+
+
+@pytest.mark.dcmtk
+@pytest.mark.skipif(STORESCP is None, reason="DCMTK storescp not installed")
+def test_without_an_ehr_the_delay_counts_from_completion(server_factory, tmp_path):
+    pacs = Pacs(tmp_path / "pacs")
+    try:
+        server = server_factory(
+            EBW_PACS_AET="PACS",
+            EBW_PACS_HOST="127.0.0.1",
+            EBW_PACS_PORT=str(pacs.port),
+            EBW_PACS_PUSH_DELAY_SECONDS="2",
+        ).start()
+        assert msa(server.send(corpus("001_a04_register.hl7")))[0] == "AA"
+        modality_exam(server, the_item(server), images=2)
+        completed = time.monotonic()
+        wait_for(lambda: len(pacs.received()) == 2, what="the push")
+        assert time.monotonic() - completed >= 1.5
+        (exam,) = api(server, "/api/exams")["exams"]
+        assert exam["oru"]["state"] == "none" and exam["push"]["state"] == "done"
+    finally:
+        pacs.close()
