@@ -71,6 +71,16 @@ def issue(store: Store, txn: Any, cfg: EndpointConfig, ep: str, enc_key: str, no
             return accession, study_uid(store, txn, accession)
 
 
+HISTORY = 24  # recent numbers kept in the encounter record (the API's worklist view)
+
+
+def remember(record: dict[str, Any]) -> None:
+    """Add the record's current number to its short history (newest last)."""
+    history = record.get("accession_history") or []
+    history.append([record["accession"], record["accession_ts"]])
+    record["accession_history"] = history[-HISTORY:]
+
+
 def listed(cfg: EndpointConfig, record: dict[str, Any], now: float) -> bool:
     """Whether the endpoint's worklist shows the encounter at ``now`` (curation rules and
     maximum age, as a query would decide)."""
@@ -97,6 +107,7 @@ def rotate(
         return None
     record["accession"], record["study_uid"] = issue(store, txn, cfg, ep, enc_key, now)
     record["accession_ts"] = now
+    remember(record)
     ident = patient_ident(record)
     store.put_encounter(txn, ep, enc_key, record, ident)
     store.set_open(txn, ep, enc_key, record["status"], now)

@@ -19,6 +19,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+MAX_BODY = 1 << 20  # API request bodies larger than this are refused (413)
+
 
 def _metrics_payload() -> tuple[bytes, str]:
     from prometheus_client import (
@@ -65,18 +67,30 @@ class HttpServer:
                     self._send(404, b'{"error": "not found"}', "application/json")
 
             def do_POST(self) -> None:  # noqa: N802
+                self._write_method("POST")
+
+            def do_PUT(self) -> None:  # noqa: N802
+                self._write_method("PUT")
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                self._write_method("DELETE")
+
+            def _write_method(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(min(length, 1 << 20))
+                if length > MAX_BODY:
+                    self._send(413, b'{"error": "request body too large"}', "application/json")
+                    self.close_connection = True
+                    return
+                body = self.rfile.read(length) if length else b""
                 if self.path.startswith("/api/") and outer.api is not None:
-                    self._api("POST")
+                    self._api(method, body)
                 else:
                     self._send(404, b'{"error": "not found"}', "application/json")
 
-            def _api(self, method: str) -> None:
+            def _api(self, method: str, body: bytes = b"") -> None:
                 path, _, query = self.path.partition("?")
                 try:
-                    code, payload = outer.api.handle(method, path, query)
+                    code, payload = outer.api.handle(method, path, query, self.headers, body)
                 except Exception as exc:  # noqa: BLE001 - answered 500, logged without data
                     log.exception("API %s %s failed", method, path.split("/")[2:3])
                     code, payload = 500, {"error": type(exc).__name__}

@@ -197,6 +197,13 @@ def _separator(raw: str) -> str:
     return raw
 
 
+def _admin_token(raw: str) -> str:
+    value = raw.strip()
+    if value and (len(value) < 16 or any(c.isspace() for c in value)):
+        raise ValueError("must be at least 16 characters without spaces")
+    return value
+
+
 def _hl7_value(raw: str) -> str:
     value = raw.strip()
     if len(value) > 64 or any(c in value for c in "|^~\\&\r\n"):
@@ -333,6 +340,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Days every received message is kept verbatim in the journal (for replay and audit).",
     ),
     Setting("EBW_LOG_LEVEL", "log_level", "INFO", _log_level, "Log level (no patient data is logged at any level)."),
+    Setting(
+        "EBW_ADMIN_TOKEN",
+        "admin_token",
+        "",
+        _admin_token,
+        "Bearer token of the first API administrator (at least 16 characters). Unset: one is generated at "
+        "the first start and printed once.",
+    ),
     # -- the default endpoint
     Setting("EBW_NAME", "name", "Default", _text(64), "Display name of the default endpoint.", "endpoint"),
     Setting("EBW_HL7_HOST", "hl7_host", "0.0.0.0", _host, "Address of the MLLP listener.", "endpoint"),
@@ -647,6 +662,7 @@ class Config:
     journal_retention_days: int
     log_level: str
     endpoint: EndpointConfig
+    admin_token: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

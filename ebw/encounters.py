@@ -46,6 +46,7 @@ from __future__ import annotations
 from typing import Any
 
 from .accession import issue as issue_accession
+from .accession import remember
 from .config import EndpointConfig
 from .hl7.adt import Change
 from .store import Store, dedupe_key, patient_ident
@@ -121,6 +122,7 @@ class _Ctx:
                 self.store, self.txn, self.cfg, self.ep, enc_key, self.now
             )
             record["accession_ts"] = self.now
+            remember(record)
             self.issued += 1
         self.store.put_encounter(self.txn, self.ep, enc_key, record, old_ident)
         if record["status"] in OPEN:

@@ -24,6 +24,11 @@ exams          ``ep\\0<Study Instance UID>``           exam record (JSON, ``ebw.
 instances      ``ep\\0<study>\\0<SOP Instance UID>``   instance (JSON): file, SOP class, transfer syntax
 mpps           ``<MPPS SOP Instance UID>``             MPPS (JSON): endpoint, status, studies
 exam_open      ``ep\\0<Study Instance UID>``           b"" -- exams with work left (ORU, push)
+ehr / pacs     ``<id>``                                EHR connection / PACS destination (JSON, API)
+orgs           ``<id>``                                organization (JSON): name, primary worklist
+users          ``<id>``                                API user (JSON): role, SHA-256 of the token
+tokens         SHA-256 of a token (hex)                user id
+audit          8-byte sequence number                  who changed what, when (JSON)
 seen           ``ep\\0MSH-3\\0MSH-4\\0MSH-10``        time applied (8-byte float): duplicate check
 changes        8-byte sequence number                  ``ep\\0<encounter key>`` changed (feed for the
                                                        workers' in-memory worklists; bounded)
@@ -81,6 +86,12 @@ DBS = (
     "instances",
     "mpps",
     "exam_open",
+    "ehr",
+    "pacs",
+    "orgs",
+    "users",
+    "tokens",
+    "audit",
 )
 INDEX_DBS = ("enc", "active", "due", "moved", "patient", "seen", "changes")  # rebuilt by `ebw replay`
 
@@ -133,7 +144,7 @@ class Store:
     def __init__(self, data_dir: str, map_size_mb: int = 4096, sync: bool = True) -> None:
         self.path = os.path.join(data_dir, "lmdb")
         self._install: uuid.UUID | None = None
-        self._rw = _SharedLock()
+        self._rw = SharedLock()
         os.makedirs(self.path, exist_ok=True)
         try:
             self.env = lmdb.open(
@@ -566,7 +577,7 @@ def _due_key(ep: str, issued: float, enc_key: str) -> bytes:
     return ep.encode() + SEP + _F64.pack(issued) + enc_key.encode("utf-8")
 
 
-class _SharedLock:
+class SharedLock:
     """Many holders of the shared side, or one of the exclusive side (no preference:
     a thread may nest shared holds without deadlock)."""
 

@@ -27,10 +27,12 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
 from .config import Config, ConfigError, EndpointConfig
+from .store import SharedLock
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,23 @@ HEARTBEAT_TIMEOUT = 30.0
 GRACEFUL_TIMEOUT = 9.0  # SIGTERM: everything has exited within 10 s
 DEFAULT_ENDPOINT = "default"
 TIMERS = -1  # the index of the timer process (``ebw.timers``) among the children
+RETIRE_TIMEOUT = 30.0  # seconds to wait for a new generation to be ready before retiring the old
+
+
+def apply_env_endpoint(store: Any, txn: Any, endpoint: EndpointConfig) -> bool:
+    """The default endpoint from the environment: written when the environment's values
+    differ from those it last wrote (first start, or the administrator changed them), so
+    changes made through the API are kept across restarts otherwise.  True if written."""
+    from .store import dumps
+
+    raw = dumps(endpoint.to_dict())
+    meta = store.db["meta"]
+    if txn.get(b"env_endpoint", db=meta) == raw:
+        return False
+    txn.put(b"env_endpoint", raw, db=meta)
+    current = store.get_endpoint(txn, DEFAULT_ENDPOINT) or {}
+    merged = {**endpoint.to_dict(), **{k: v for k, v in current.items() if k.startswith("_")}}
+    return store.put_endpoint(txn, DEFAULT_ENDPOINT, merged)
 
 
 def _exit_reason(status: int) -> str:
@@ -78,6 +97,13 @@ class Supervisor:
         self.restarts: list[float] = []
         self.pending_restart: list[int] = []
         self.retiring: set[int] = set()  # pids told to stop after a reload: not restarted
+        self.respawn_on_exit: set[int] = set()  # pids told to stop and to be started again (timer process)
+        self.pending_retire: list[dict[str, Any]] = []  # old generations waiting for the new one
+        self.generation = 0
+        self.socket_changes: list[tuple[str, Any]] = []  # from the API thread, for the main loop
+        self.lock = threading.Lock()
+        self.bound: set[socket.socket] = set()  # every listening socket this process holds
+        self.fork_guard = SharedLock()  # API requests hold it shared while LMDB is open
         self.sockets: list[Any] = []
 
     # -- set-up ------------------------------------------------------------------
@@ -88,15 +114,20 @@ class Supervisor:
         os.makedirs(self.metrics_dir, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
 
+        from .api import ensure_admin
         from .store import Store
 
         store = Store(self.data_dir, self.cfg.lmdb_map_size_mb, sync=self.cfg.fsync)
         try:
             with store.write() as txn:
-                store.put_endpoint(txn, DEFAULT_ENDPOINT, self.cfg.endpoint.to_dict())
+                apply_env_endpoint(store, txn, self.cfg.endpoint)
                 settings = store.endpoints(txn)
+            generated = ensure_admin(store, self.cfg.admin_token or None)
         finally:
             store.close()
+        if generated:
+            # printed once, on the first start without EBW_ADMIN_TOKEN: only its hash is kept
+            print(f"EBW: API administrator token (shown once, keep it): {generated}", file=sys.stderr, flush=True)
         self.endpoints = {ep: EndpointConfig.from_dict(d) for ep, d in settings.items()}
 
         from .worker import EndpointSockets
@@ -106,13 +137,15 @@ class Supervisor:
             hl7 = bind(ecfg.hl7_host, ecfg.hl7_port, prefix + "HL7_PORT")
             dicom = bind(ecfg.dicom_host, ecfg.dicom_port, prefix + "DICOM_PORT")
             self.sockets.append(EndpointSockets(ep, hl7, dicom))
+            self.bound.update((hl7, dicom))
 
         from .admin import HttpServer
 
         try:
             from .api import Api
 
-            self.http = HttpServer(self.cfg.http_host, self.cfg.http_port, self.health, Api(self.cfg))
+            api = Api(self.cfg, self.reconfigure, self.fork_guard)
+            self.http = HttpServer(self.cfg.http_host, self.cfg.http_port, self.health, api)
         except OSError as exc:
             reason = "port already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise ConfigError(
@@ -156,6 +189,8 @@ class Supervisor:
             self.reap()
             if self.stopping or self.halt_code is not None:
                 break
+            self.apply_socket_changes()
+            self.retire_when_ready()
             self.check_heartbeats()
             self.respawn()
         return self.shutdown()
@@ -202,9 +237,13 @@ class Supervisor:
         old_ep, new_ep = self.cfg.endpoint, new.endpoint
         fixed = {"hl7_host", "hl7_port", "dicom_host", "dicom_port"}
         moved = sorted(f for f in fixed if getattr(old_ep, f) != getattr(new_ep, f))
+        apply = None
         if moved:
-            log.warning("SIGHUP: %s change at the next restart (listening sockets stay)", ", ".join(moved))
-            new_ep = dataclasses.replace(new_ep, **{f: getattr(old_ep, f) for f in moved})
+            try:
+                apply = self.reconfigure(DEFAULT_ENDPOINT, old_ep, new_ep)
+            except Exception as exc:  # noqa: BLE001 - ApiError: a port in use
+                log.error("SIGHUP: %s not changed: %s", ", ".join(moved), exc)
+                new_ep = dataclasses.replace(new_ep, **{f: getattr(old_ep, f) for f in moved})
         fixed_global = {"data_dir", "http_host", "http_port", "lmdb_map_size_mb", "fsync", "env_file"}
         kept = sorted(f for f in fixed_global if getattr(self.cfg, f) != getattr(new, f))
         if kept:
@@ -213,9 +252,15 @@ class Supervisor:
         store = Store(self.data_dir, self.cfg.lmdb_map_size_mb, sync=self.cfg.fsync)
         try:
             with store.write() as txn:
-                changed = store.put_endpoint(txn, DEFAULT_ENDPOINT, new_ep.to_dict())
+                changed = apply_env_endpoint(store, txn, new_ep)
+        except BaseException:
+            if apply is not None:
+                apply(False)
+            raise
         finally:
             store.close()
+        if apply is not None:
+            apply(True)
         global_changed = dataclasses.replace(new, endpoint=old_ep) != self.cfg
         self.cfg = new
         log.info(
@@ -227,25 +272,124 @@ class Supervisor:
             from . import log as ebw_log
 
             ebw_log.setup(new.log_level)
-            self.replace_workers()
+            self.replace_workers(timers=True)
 
-    def replace_workers(self) -> None:
-        """Start new workers with the current configuration, then stop the old ones
-        gracefully (they share the listening sockets, so nothing is refused)."""
-        old = list(self.workers.items())
+    # -- live endpoint changes (API, SIGHUP) --------------------------------------------
+
+    def reconfigure(self, ep: str, old: EndpointConfig | None, new: EndpointConfig | None) -> Any:
+        """Bind what an endpoint change needs (any thread).  Raises ApiError 409 for a port
+        in use.  Returns ``apply(ok)``: True queues the change for the main loop, which
+        starts a new generation of workers on the new set of sockets and retires the old
+        one once the new is ready; False closes what was bound here."""
+        from .api import ApiError
+        from .worker import EndpointSockets
+
+        current = next((s for s in self.sockets if s.ep == ep), None)
+        bound: list[socket.socket] = []
+        socks = None
+        if new is not None:
+            try:
+                hl7 = dicom = None
+                if current and old and (old.hl7_host, old.hl7_port) == (new.hl7_host, new.hl7_port):
+                    hl7 = current.hl7
+                else:
+                    hl7 = self._bind(new.hl7_host, new.hl7_port, "hl7_port")
+                    bound.append(hl7)
+                if current and old and (old.dicom_host, old.dicom_port) == (new.dicom_host, new.dicom_port):
+                    dicom = current.dicom
+                else:
+                    dicom = self._bind(new.dicom_host, new.dicom_port, "dicom_port")
+                    bound.append(dicom)
+            except ConfigError as exc:
+                for sock in bound:
+                    self._close(sock)
+                raise ApiError(409, f"{exc.variable}: {exc.rule}", field=exc.variable) from None
+            socks = EndpointSockets(ep, hl7, dicom)
+
+        def apply(ok: bool) -> None:
+            if not ok:
+                for sock in bound:
+                    self._close(sock)
+                return
+            with self.lock:
+                self.socket_changes.append((ep, socks))
+            self._wake()
+
+        return apply
+
+    def apply_socket_changes(self) -> None:
+        with self.lock:
+            changes, self.socket_changes = self.socket_changes, []
+        if not changes:
+            return
+        before = {id(x): x for s in self.sockets for x in (s.hl7, s.dicom)}
+        for ep, socks in changes:
+            self.sockets = [s for s in self.sockets if s.ep != ep]
+            if socks is not None:
+                self.sockets.append(socks)
+        after = {id(x) for s in self.sockets for x in (s.hl7, s.dicom)}
+        log.info("listeners changed (%s): starting new workers", ", ".join(sorted({ep for ep, _s in changes})))
+        for sid, sock in before.items():
+            if sid not in after:  # the old workers keep their own copies until they exit
+                self._close(sock)
+        self.replace_workers()
+
+    def _bind(self, host: str, port: int, variable: str) -> socket.socket:
+        sock = bind(host, port, variable)
+        with self.lock:
+            self.bound.add(sock)
+        return sock
+
+    def _close(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.bound.discard(sock)
+        sock.close()
+
+    def replace_workers(self, timers: bool = False) -> None:
+        """A new generation of workers with the current configuration and sockets; the
+        old workers are told to finish what they have in flight and exit once the new
+        generation is ready (``retire_when_ready``), so nothing is refused meanwhile.
+        ``timers``: the timer process is restarted too (after the old one has exited:
+        never two at once)."""
+        old = [pid for pid, info in self.workers.items() if info["index"] != TIMERS and pid not in self.retiring]
+        self.generation += 1
         for index in range(self.cfg.workers):
             self.spawn(index)
-        self.spawn(TIMERS)
-        for pid, _info in old:
-            self.retiring.add(pid)
-            self._kill(pid, signal.SIGTERM)
+        self.pending_retire.append({"pids": old, "gen": self.generation, "since": time.monotonic()})
+        if timers:
+            for pid, info in list(self.workers.items()):
+                if info["index"] == TIMERS and pid not in self.retiring:
+                    self.respawn_on_exit.add(pid)
+                    self._kill(pid, signal.SIGTERM)
+
+    def retire_when_ready(self) -> None:
+        for entry in list(self.pending_retire):
+            new = [p for p, i in self.workers.items() if i.get("gen") == entry["gen"] and i["index"] != TIMERS]
+            ready = len(new) >= self.cfg.workers and all(
+                os.path.exists(os.path.join(self.run_dir, f"ready.{p}")) for p in new
+            )
+            if ready or time.monotonic() - entry["since"] > RETIRE_TIMEOUT:
+                for pid in entry["pids"]:
+                    if pid in self.workers:
+                        self.retiring.add(pid)
+                        self._kill(pid, signal.SIGTERM)
+                self.pending_retire.remove(entry)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self.wake_w, b".")
+        except OSError:
+            pass
 
     # -- workers -------------------------------------------------------------------
 
     def spawn(self, index: int) -> None:
-        pid = os.fork()
+        # never fork while an API request has the LMDB environment open in this process:
+        # the child could not open it again (py-lmdb refuses a second open per process)
+        with self.fork_guard.exclusive(timeout=3600):
+            pid = os.fork()
         if pid:
-            self.workers[pid] = {"index": index, "started": time.monotonic()}
+            self.workers[pid] = {"index": index, "started": time.monotonic(), "gen": self.generation}
             return
         # child
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
@@ -256,10 +400,14 @@ class Supervisor:
             self.http.httpd.socket.close()
         except OSError:
             pass
+        # listening sockets this child does not serve (removed endpoints, sockets bound for
+        # a change not applied yet): an open copy would keep the port accepting forever
+        mine = set() if index == TIMERS else {id(x) for s in self.sockets for x in (s.hl7, s.dicom)}
+        with self.lock:
+            others = [sock for sock in self.bound if id(sock) not in mine]
+        for sock in others:
+            sock.close()
         if index == TIMERS:
-            for s in self.sockets:  # the timer process serves no connections
-                s.hl7.close()
-                s.dicom.close()
             from .timers import main as timers_main
 
             timers_main(self.cfg, self.run_dir)
@@ -288,7 +436,12 @@ class Supervisor:
                 self.halt_code = EXIT_BOOT_ERROR
             elif pid in self.retiring:
                 self.retiring.discard(pid)
-                log.info("%s (pid %d) replaced after a reload: %s", name, pid, _exit_reason(status))
+                log.info("%s (pid %d) replaced: %s", name, pid, _exit_reason(status))
+            elif pid in self.respawn_on_exit:
+                self.respawn_on_exit.discard(pid)
+                log.info("%s (pid %d) replaced: %s", name, pid, _exit_reason(status))
+                if not self.stopping:
+                    self.spawn(info["index"])
             elif not self.stopping:
                 log.warning("%s (pid %d) exited with %s; restarting", name, pid, _exit_reason(status))
                 self.metrics.worker_restarts.inc()

@@ -104,6 +104,9 @@ class Worker:
             self.committer.before_commit.append(self._prune_journal)
             self._commits = 0
             for s in self.sockets:
+                if s.ep not in self.endpoints:  # deleted since the supervisor bound it
+                    log.warning("worker %d: endpoint %s is gone; not listening for it", self.index, s.ep)
+                    continue
                 await self._start_endpoint(s)
         except Exception:
             log.exception("worker %d could not boot", self.index)

@@ -88,6 +88,9 @@ def msa(ack: bytes) -> tuple[str, str]:
     raise AssertionError("no MSA segment in ACK")
 
 
+ADMIN_TOKEN = "test-admin-token-0123456789"  # EBW_ADMIN_TOKEN of every test server
+
+
 class EbwServer:
     """``python -m ebw serve`` on loopback with its own data dir and ports."""
 
@@ -107,6 +110,7 @@ class EbwServer:
             "EBW_WORKERS": "2",
             "EBW_LMDB_MAP_SIZE_MB": "256",
             "EBW_LOG_LEVEL": "DEBUG",
+            "EBW_ADMIN_TOKEN": ADMIN_TOKEN,
         }
         self.env.update(env)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -168,6 +172,21 @@ class EbwServer:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
+
+    def api(self, method: str, path: str, body: object = None, token: str | None = ADMIN_TOKEN) -> tuple[int, object]:
+        """A JSON API call: (status, decoded body)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method, data=data)
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            return e.code, json.loads(raw) if raw else None
 
     def health(self) -> dict:
         return json.loads(self.http("/healthz")[1])

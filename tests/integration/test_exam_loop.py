@@ -6,13 +6,11 @@ dead letters, quiet-time completion, orphans."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pydicom
@@ -197,11 +195,9 @@ def modality_exam(server, item: Dataset, images: int = 3, mpps: bool = True, stu
 
 
 def api(server, path: str, method: str = "GET"):
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{server.http_port}{path}", method=method, data=b"" if method == "POST" else None
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+    code, body = server.api(method, path)
+    assert code == 200, (code, body)
+    return body
 
 
 def the_item(server) -> Dataset:
