@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -13,7 +14,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from ebw.mllp import MllpClient
-from tests.conftest import corpus, msa
+from tests.conftest import corpus, free_port, msa
 from tests.integration.test_slice import cfind, mwl_query
 
 pytestmark = pytest.mark.network
@@ -41,7 +42,11 @@ def test_sighup_applies_endpoint_settings_without_dropping_connections(server_fa
     with MllpClient("127.0.0.1", server.hl7_port, timeout=10) as held:  # stays open across the reload
         assert msa(held.send(corpus("001_a04_register.hl7")))[0] == "AA"
         assert cfind(server, mwl_query(RequestedProcedureID=""))[0].RequestedProcedureID == "POCUS"
-        env_file.write_text("EBW_PROCEDURE_ID=US-POC\nEBW_SCP_AET=EBW2\nEBW_HL7_PORT=1\n")
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        busy_port = busy.getsockname()[1]
+        env_file.write_text(f"EBW_PROCEDURE_ID=US-POC\nEBW_SCP_AET=EBW2\nEBW_HL7_PORT={busy_port}\n")
         os.kill(server.proc.pid, signal.SIGHUP)
         wait_for(lambda: associate(server, "EBW2").is_established, what="the new AE title")
         q = mwl_query(RequestedProcedureID="")
@@ -54,7 +59,31 @@ def test_sighup_applies_endpoint_settings_without_dropping_connections(server_fa
         assert not associate(server, "EBW").is_established  # the old AE title is refused now
         # the connection opened before the reload still works; the port did not move
         assert msa(held.send(corpus("002_a08_update.hl7")))[0] == "AA"
-    assert "hl7_port change at the next restart" in server.read_log()
+    busy.close()
+    assert "hl7_port not changed" in server.read_log() and "in use" in server.read_log()
+
+
+def test_sighup_moves_a_listener_to_a_new_port(server_factory, tmp_path):
+    env_file = tmp_path / "ebw.env"
+    env_file.write_text("")
+    server = server_factory(EBW_ENV_FILE=str(env_file)).start()
+    old_port = server.hl7_port
+    with MllpClient("127.0.0.1", old_port, timeout=10) as held:
+        assert msa(held.send(corpus("001_a04_register.hl7")))[0] == "AA"
+        new_port = free_port()
+        env_file.write_text(f"EBW_HL7_PORT={new_port}\n")
+        os.kill(server.proc.pid, signal.SIGHUP)
+
+        def answers() -> bool:
+            try:
+                with MllpClient("127.0.0.1", new_port, timeout=5) as c:
+                    return msa(c.send(corpus("002_a08_update.hl7")))[0] == "AA"
+            except OSError:
+                return False
+
+        wait_for(answers, what="the new HL7 port")
+    server.hl7_port = new_port
+    assert server.http("/healthz")[0] == 200
 
 
 def test_sighup_with_a_bad_value_keeps_the_running_configuration(server_factory, tmp_path):
