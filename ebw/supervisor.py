@@ -253,6 +253,11 @@ class Supervisor:
         try:
             with store.write() as txn:
                 changed = apply_env_endpoint(store, txn, new_ep)
+            if new.admin_token and new.admin_token != self.cfg.admin_token:
+                from .api import ensure_admin
+
+                ensure_admin(store, new.admin_token)
+                log.info("SIGHUP: the administrator token was replaced")
         except BaseException:
             if apply is not None:
                 apply(False)
@@ -261,7 +266,7 @@ class Supervisor:
             store.close()
         if apply is not None:
             apply(True)
-        global_changed = dataclasses.replace(new, endpoint=old_ep) != self.cfg
+        global_changed = dataclasses.replace(new, endpoint=old_ep, admin_token=self.cfg.admin_token) != self.cfg
         self.cfg = new
         log.info(
             "SIGHUP: configuration reloaded (endpoint settings %s, workers %s)",
