@@ -1,4 +1,5 @@
-"""HTTP on EBW_HTTP_HOST:EBW_HTTP_PORT: ``GET /healthz``, ``GET /metrics``, ``/api/`` (``ebw.api``).
+"""HTTP on EBW_HTTP_HOST:EBW_HTTP_PORT: ``GET /healthz``, ``GET /metrics``, ``/api/`` (``ebw.api``),
+``/ui/`` (the administration web page: ``ebw/ui/``, static files, no build step).
 
 Runs in the supervisor (threads); ``/api/`` requests open the LMDB environment
 for the request only (``ebw.api``).
@@ -6,6 +7,11 @@ for the request only (``ebw.api``).
 ``MultiProcessCollector`` into a fresh registry per scrape, plus the standard
 ``process_*`` metrics of the supervisor itself (the workers' own figures are
 the ``ebw_worker_*`` gauges, see ``ebw.metrics``).
+``/ui/`` answers the same page (``index.html``) for every path but its two assets
+(``app.js``, ``style.css``): the page routes itself and reads everything through
+``/api/``.  API answers carry ``Cache-Control: no-store`` (the worklist view has
+patient data); the page is served with a strict Content-Security-Policy (no inline
+script, nothing from another origin).
 """
 
 from __future__ import annotations
@@ -15,11 +21,32 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20  # API request bodies larger than this are refused (413)
+
+UI_ASSETS = {  # /ui/<name> -> content type; every other /ui/ path is index.html
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+UI_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def _ui_file(name: str) -> bytes:
+    return resources.files("ebw").joinpath("ui").joinpath(name).read_bytes()
 
 
 def _metrics_payload() -> tuple[bytes, str]:
@@ -63,6 +90,10 @@ class HttpServer:
                     self._send(200, body, ctype)
                 elif path.startswith("/api/") and outer.api is not None:
                     self._api("GET")
+                elif path in ("/ui", "/ui/"):
+                    self._send(302, b"", "text/plain", {"Location": "/ui/endpoints"})
+                elif path.startswith("/ui/"):
+                    self._ui(path[4:])
                 else:
                     self._send(404, b'{"error": "not found"}', "application/json")
 
@@ -90,21 +121,39 @@ class HttpServer:
             def _api(self, method: str, body: bytes = b"") -> None:
                 path, _, query = self.path.partition("?")
                 try:
-                    code, payload = outer.api.handle(method, path, query, self.headers, body)
+                    with outer.api_lock:  # one at a time: LMDB refuses a second open in a process
+                        code, payload = outer.api.handle(method, path, query, self.headers, body)
                 except Exception as exc:  # noqa: BLE001 - answered 500, logged without data
                     log.exception("API %s %s failed", method, path.split("/")[2:3])
                     code, payload = 500, {"error": type(exc).__name__}
-                self._send(code, json.dumps(payload).encode(), "application/json")
+                self._send(code, json.dumps(payload).encode(), "application/json", API_HEADERS)
 
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
+            def _ui(self, name: str) -> None:
+                ctype = UI_ASSETS.get(name)
+                try:
+                    body = _ui_file(name if ctype else "index.html")
+                except OSError:
+                    log.exception("UI file missing from the package")
+                    self._send(500, b"the web page is not installed", "text/plain")
+                    return
+                self._send(200, body, ctype or "text/html; charset=utf-8", UI_HEADERS)
+
+            def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(body)
 
         self.health = health
         self.api = api
+        # ebw.api opens the LMDB environment per request, and py-lmdb refuses to open one
+        # environment twice in a process: concurrent requests (a page loads several
+        # resources at once) would get 503 "store unavailable".  API calls take
+        # milliseconds, so they are answered one at a time.
+        self.api_lock = threading.Lock()
         ThreadingHTTPServer.allow_reuse_address = True
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
