@@ -121,8 +121,7 @@ class HttpServer:
             def _api(self, method: str, body: bytes = b"") -> None:
                 path, _, query = self.path.partition("?")
                 try:
-                    with outer.api_lock:  # one at a time: LMDB refuses a second open in a process
-                        code, payload = outer.api.handle(method, path, query, self.headers, body)
+                    code, payload = outer.api.handle(method, path, query, self.headers, body)
                 except Exception as exc:  # noqa: BLE001 - answered 500, logged without data
                     log.exception("API %s %s failed", method, path.split("/")[2:3])
                     code, payload = 500, {"error": type(exc).__name__}
@@ -153,7 +152,6 @@ class HttpServer:
         # environment twice in a process: concurrent requests (a page loads several
         # resources at once) would get 503 "store unavailable".  API calls take
         # milliseconds, so they are answered one at a time.
-        self.api_lock = threading.Lock()
         ThreadingHTTPServer.allow_reuse_address = True
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True

@@ -35,6 +35,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -136,10 +137,24 @@ class Api:
     def __init__(self, cfg: Config, reconfigure: Callable[..., Callable[[bool], None]], guard: Any = None) -> None:
         self.cfg = cfg
         self.reconfigure = reconfigure
-        self.guard = guard  # held shared while LMDB is open (the supervisor does not fork meanwhile)
+        self.guard = guard  # held shared during a request (the supervisor does not fork meanwhile)
+        self.store: Store | None = None
+        self._open_lock = threading.Lock()
 
     def _store(self) -> Store:
-        return Store(self.cfg.data_dir, self.cfg.lmdb_map_size_mb, sync=self.cfg.fsync)
+        """The supervisor's one LMDB environment (py-lmdb opens an environment once per
+        process), opened on first use and shared by every request thread."""
+        with self._open_lock:
+            if self.store is None:
+                self.store = Store(self.cfg.data_dir, self.cfg.lmdb_map_size_mb, sync=self.cfg.fsync)
+            return self.store
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close the inherited environment (only this process's handles
+        and mappings; the parent's are untouched) so the child can open its own."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -173,8 +188,6 @@ class Api:
             return self._route(store, user, method, parts[1:], parse_qs(query), data)
         except ApiError as exc:
             return exc.code, exc.payload
-        finally:
-            store.close()
 
     def _authenticate(self, store: Store, headers: Any) -> dict[str, Any]:
         auth = (headers.get("Authorization") or "").strip()

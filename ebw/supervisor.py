@@ -144,8 +144,8 @@ class Supervisor:
         try:
             from .api import Api
 
-            api = Api(self.cfg, self.reconfigure, self.fork_guard)
-            self.http = HttpServer(self.cfg.http_host, self.cfg.http_port, self.health, api)
+            self.api = Api(self.cfg, self.reconfigure, self.fork_guard)
+            self.http = HttpServer(self.cfg.http_host, self.cfg.http_port, self.health, self.api)
         except OSError as exc:
             reason = "port already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise ConfigError(
@@ -227,7 +227,6 @@ class Supervisor:
         is replaced by a new one first, then told to finish what it has in flight and
         exit, so the listening sockets never stop accepting."""
         from . import config
-        from .store import Store
 
         try:
             new = config.load()
@@ -249,7 +248,7 @@ class Supervisor:
         if kept:
             log.warning("SIGHUP: %s change at the next restart", ", ".join(kept))
         new = dataclasses.replace(new, endpoint=new_ep, **{f: getattr(self.cfg, f) for f in kept})
-        store = Store(self.data_dir, self.cfg.lmdb_map_size_mb, sync=self.cfg.fsync)
+        store = self.api._store()  # this process's one environment
         try:
             with store.write() as txn:
                 changed = apply_env_endpoint(store, txn, new_ep)
@@ -262,8 +261,6 @@ class Supervisor:
             if apply is not None:
                 apply(False)
             raise
-        finally:
-            store.close()
         if apply is not None:
             apply(True)
         global_changed = dataclasses.replace(new, endpoint=old_ep, admin_token=self.cfg.admin_token) != self.cfg
@@ -405,6 +402,7 @@ class Supervisor:
             self.http.httpd.socket.close()
         except OSError:
             pass
+        self.api.forget_after_fork()
         # listening sockets this child does not serve (removed endpoints, sockets bound for
         # a change not applied yet): an open copy would keep the port accepting forever
         mine = set() if index == TIMERS else {id(x) for s in self.sockets for x in (s.hl7, s.dicom)}
