@@ -230,7 +230,7 @@ def start(cmd: list[str], ready: str | None = None) -> subprocess.Popen[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tests.conftest import free_port
+    from bench.peers import free_port
 
     p = argparse.ArgumentParser(
         prog="python -m bench.cfind", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -92,7 +92,7 @@ class Server:
     """A throw-away `ebw serve` for the run."""
 
     def __init__(self, workers: int, fsync: str) -> None:
-        from tests.conftest import free_port
+        from bench.peers import free_port
 
         self.dir = tempfile.mkdtemp(prefix="ebw-bench-")
         self.hl7_port, self.dicom_port, self.http_port = free_port(), free_port(), free_port()

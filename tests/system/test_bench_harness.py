@@ -1,0 +1,41 @@
+"""The load harness is a tool users run: its commands work end to end (small loads)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import harness
+
+pytestmark = pytest.mark.network
+
+
+def test_adt_cfind_and_compare(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert harness.main(["adt", "-k", "2", "--messages", "200", "--fsync", "off", "--json", str(a)]) == 0
+    rows = json.loads(a.read_text())["rows"]
+    assert rows[0]["messages"] == 200 and rows[0]["acks"] == {"AA": 200} and rows[0]["errors"] == 0
+    assert (
+        harness.main(["adt", "-k", "2", "--messages", "200", "--rate", "400", "--fsync", "off", "--json", str(b)]) == 0
+    )
+    paced = json.loads(b.read_text())["rows"][0]
+    assert paced["msg_per_s"] <= 440  # the rate is a ceiling
+    harness.main(["compare", str(a), str(b)])
+    assert "B/A" in capsys.readouterr().out
+    c = tmp_path / "c.json"
+    argv = ["cfind", "--items", "60", "-m", "2", "--queries", "6", "--assoc", "both", "--json", str(c)]
+    assert harness.main(argv) == 0
+    rows = json.loads(c.read_text())["rows"]
+    by = {(r["query"], r["assoc"]): r for r in rows}
+    assert by[("today", "held")]["queries"] + by[("patient", "held")]["queries"] + by[("name", "held")]["queries"] == 12
+    assert all(r["errors"] == 0 for r in rows)
+    assert by[("patient", "fresh")]["matches"] in (0, 1.0) and by[("patient", "held")]["queries"] > 0
+
+
+def test_replaying_a_directory_of_real_messages(tmp_path):
+    out = tmp_path / "r.json"
+    argv = ["adt", "-k", "1", "--messages", "30", "--replay", "tests/corpus/hl7", "--fsync", "off", "--json", str(out)]
+    assert harness.main(argv) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["messages"] == 30 and sum(row["acks"].values()) == 30
