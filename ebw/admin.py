@@ -121,7 +121,7 @@ class HttpServer:
             def _api(self, method: str, body: bytes = b"") -> None:
                 path, _, query = self.path.partition("?")
                 try:
-                    code, payload = outer.api.handle(method, path, query, self.headers, body)
+                    code, payload = outer.api.handle(method, path, query, self.headers, body, self.client_address[0])
                 except Exception as exc:  # noqa: BLE001 - answered 500, logged without data
                     log.exception("API %s %s failed", method, path.split("/")[2:3])
                     code, payload = 500, {"error": type(exc).__name__}

@@ -49,6 +49,7 @@ from .store import Store, dumps, loads
 log = logging.getLogger(__name__)
 
 ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+MAX_FAILURES, FAIL_WINDOW = 20, 60.0  # failed authentications per source address per window: then 429
 
 # API field -> EndpointConfig attribute (and the EBW_* variable whose rule applies)
 ENDPOINT_FIELDS: dict[str, str] = {
@@ -140,6 +141,8 @@ class Api:
         self.guard = guard  # held shared during a request (the supervisor does not fork meanwhile)
         self.store: Store | None = None
         self._open_lock = threading.Lock()
+        self._failures: dict[str, list[float]] = {}  # source address -> times of failed authentications
+        self._fail_lock = threading.Lock()
 
     def _store(self) -> Store:
         """The supervisor's one LMDB environment (py-lmdb opens an environment once per
@@ -158,13 +161,13 @@ class Api:
 
     # -- dispatch -------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, query: str, headers: Any, body: bytes) -> tuple[int, Any]:
+    def handle(self, method: str, path: str, query: str, headers: Any, body: bytes, peer: str = "") -> tuple[int, Any]:
         if self.guard is None:
-            return self._handle(method, path, query, headers, body)
+            return self._handle(method, path, query, headers, body, peer)
         with self.guard.shared():
-            return self._handle(method, path, query, headers, body)
+            return self._handle(method, path, query, headers, body, peer)
 
-    def _handle(self, method: str, path: str, query: str, headers: Any, body: bytes) -> tuple[int, Any]:
+    def _handle(self, method: str, path: str, query: str, headers: Any, body: bytes, peer: str) -> tuple[int, Any]:
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if parts[:1] != ["api"]:
             return 404, {"error": "not found"}
@@ -178,7 +181,7 @@ class Api:
             log.exception("API: cannot open the store")
             return 503, {"error": f"store unavailable: {type(exc).__name__}"}
         try:
-            user = self._authenticate(store, headers)
+            user = self._authenticate(store, headers, peer)
             data: Any = None
             if body:
                 try:
@@ -189,15 +192,27 @@ class Api:
         except ApiError as exc:
             return exc.code, exc.payload
 
-    def _authenticate(self, store: Store, headers: Any) -> dict[str, Any]:
+    def _authenticate(self, store: Store, headers: Any, peer: str = "") -> dict[str, Any]:
+        now = time.monotonic()
+        with self._fail_lock:
+            recent = [t for t in self._failures.get(peer, []) if now - t < FAIL_WINDOW]
+            self._failures[peer] = recent
+            if len(recent) >= MAX_FAILURES:
+                raise ApiError(429, f"too many failed sign-ins from this address; try again in {FAIL_WINDOW:.0f} s")
         auth = (headers.get("Authorization") or "").strip()
-        if not auth.lower().startswith("bearer "):
-            raise ApiError(401, "authentication required: Authorization: Bearer <token>")
-        digest = token_hash(auth[7:].strip())
-        with store.read() as txn:
-            user_id = txn.get(digest.encode(), db=store.db["tokens"])
-            user = None if user_id is None else _get(store, txn, "users", bytes(user_id).decode())
+        user = None
+        if auth.lower().startswith("bearer "):
+            # looked up by its SHA-256: the comparison never depends on how much of a token matches
+            digest = token_hash(auth[7:].strip())
+            with store.read() as txn:
+                user_id = txn.get(digest.encode(), db=store.db["tokens"])
+                user = None if user_id is None else _get(store, txn, "users", bytes(user_id).decode())
         if user is None:
+            with self._fail_lock:
+                self._failures.setdefault(peer, []).append(now)
+            log.info("API: authentication failed from %s", peer or "?")
+            if not auth:
+                raise ApiError(401, "authentication required: Authorization: Bearer <token>")
             raise ApiError(401, "unknown or revoked token")
         return user
 

@@ -341,6 +341,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("EBW_LOG_LEVEL", "log_level", "INFO", _log_level, "Log level (no patient data is logged at any level)."),
     Setting(
+        "EBW_LOG_FORMAT",
+        "log_format",
+        "text",
+        _choice("text", "json"),
+        "Log lines on stderr: text, or json (one object per line).",
+    ),
+    Setting(
         "EBW_ADMIN_TOKEN",
         "admin_token",
         "",
@@ -663,6 +670,7 @@ class Config:
     log_level: str
     endpoint: EndpointConfig
     admin_token: str = ""
+    log_format: str = "text"
     extra: dict[str, Any] = field(default_factory=dict)
 
 

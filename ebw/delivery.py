@@ -114,14 +114,15 @@ class Delivery:
             outcome, detail = oru.deliver(cfg.ehr_host, cfg.ehr_port, message, msh10, cfg.oru_ack_timeout_seconds)
             metrics.oru_sent.labels(ep, outcome).inc()
             log.info(
-                "%s: ORU MSH-10 %s attempt %d: %s (%.0f ms)%s",
+                "%s: ORU MSH-10 %s attempt %d: %s (%.0f ms)",
                 ep,
                 msh10,
                 exam["oru"]["attempts"] + 1,
                 outcome,
                 (time.monotonic() - t0) * 1000,
-                f" {detail}" if outcome != "AA" and detail else "",
             )
+            if outcome != "AA" and detail:  # the EHR's own text: it may name the patient
+                log.debug("%s: ORU MSH-10 %s: %s", ep, msh10, detail)
         if outcome in ("timeout", "error"):
             self._ehr_retry[ep] = now + exams.backoff(exam["oru"]["attempts"] + 1)
         else:
@@ -131,7 +132,7 @@ class Delivery:
             fresh = exams.oru_outcome(self.store, txn, fresh, cfg, outcome, detail, self.clock())
         if fresh["oru"]["state"] == "dead":
             metrics.oru_dead_letters.labels(ep).inc()
-            log.error("%s: ORU MSH-10 %s dead-lettered: %s", ep, fresh["oru"]["msh10"], fresh["oru"]["detail"])
+            log.error("%s: ORU MSH-10 %s dead-lettered (see /api/exams?oru=dead)", ep, fresh["oru"]["msh10"])
         return fresh
 
     def _push(self, exam: dict[str, Any], cfg: EndpointConfig, now: float) -> None:

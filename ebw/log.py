@@ -9,6 +9,7 @@ durations instead.  pynetdicom's identifier logging is switched off in
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -16,12 +17,31 @@ import sys
 FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
-def setup(level: str = "INFO") -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``pid``, ``logger``, ``msg`` (+ ``exc``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "pid": record.process,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup(level: str = "INFO", fmt: str | None = None) -> None:
+    """Log to stderr (never to files under the data directory), as text or, with
+    ``EBW_LOG_FORMAT=json``, one JSON object per line."""
+    fmt = fmt or os.environ.get("EBW_LOG_FORMAT", "text").strip().lower()
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(FORMAT))
     root.addHandler(handler)
     root.setLevel(level)
     # pynetdicom is chatty at INFO (one line per association and per DIMSE message).

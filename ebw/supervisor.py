@@ -109,6 +109,8 @@ class Supervisor:
     # -- set-up ------------------------------------------------------------------
 
     def prepare(self) -> None:
+        # patient data on disk: files 0600, directories 0700 (LMDB, studies, run files)
+        os.umask(0o077)
         os.makedirs(self.data_dir, exist_ok=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         os.makedirs(self.metrics_dir, exist_ok=True)
@@ -273,7 +275,7 @@ class Supervisor:
         if global_changed:
             from . import log as ebw_log
 
-            ebw_log.setup(new.log_level)
+            ebw_log.setup(new.log_level, new.log_format)
             self.replace_workers(timers=True)
 
     # -- live endpoint changes (API, SIGHUP) --------------------------------------------
