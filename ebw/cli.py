@@ -1,4 +1,5 @@
-"""The ``ebw`` command: ``serve`` (the server), ``send`` (an MLLP client), ``config``."""
+"""The ``ebw`` command: ``serve`` (the server), ``send`` (an MLLP client), ``config``, and the
+operations commands ``check``, ``backup``, ``restore``, ``stats`` (``ebw.ops``)."""
 
 from __future__ import annotations
 
@@ -163,6 +164,96 @@ def _cmd_dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ops_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The configuration for an operations command (``--data-dir`` overrides EBW_DATA_DIR)."""
+    import dataclasses
+
+    cfg = _load_config()
+    if cfg is not None and getattr(args, "data_dir", None):
+        cfg = dataclasses.replace(cfg, data_dir=args.data_dir)
+    return cfg
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .ops import check
+
+    cfg = _ops_config(args)
+    if cfg is None:
+        return 2
+    problems, notes = check(cfg)
+    for line in problems:
+        print(f"ebw check: {line}", file=sys.stderr)
+    if problems:
+        return 2
+    print("configuration OK; " + "; ".join(notes))
+    return 0
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from .errors import EbwError
+    from .ops import backup
+
+    cfg = _ops_config(args)
+    if cfg is None:
+        return 2
+    try:
+        m = backup(cfg.data_dir, args.dest, studies=not args.no_studies)
+    except EbwError as exc:
+        print(f"ebw backup: {exc}", file=sys.stderr)
+        return 1
+    st = m["stats"]
+    active = sum(e["active"] for e in st["endpoints"].values())
+    studies = (
+        f"{m['studies']['files']} study files ({m['studies']['bytes'] / 1048576:.1f} MiB)"
+        if m["studies"]["included"]
+        else "study files not included"
+    )
+    print(
+        f"backup of {m['source']} taken at {m['snapshot_at_utc']} into {args.dest}: "
+        f"LMDB {m['lmdb_bytes'] / 1048576:.1f} MiB (compacted), {studies}; "
+        f"{len(st['endpoints'])} endpoints, {active} active encounters, {st['journal_entries']} journal entries"
+    )
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from .errors import EbwError
+    from .ops import restore
+
+    cfg = _ops_config(args)
+    if cfg is None:
+        return 2
+    try:
+        r = restore(cfg.data_dir, args.src, cfg.lmdb_map_size_mb)
+    except EbwError as exc:
+        print(f"ebw restore: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored the backup taken at {r['backup_taken']} into {r['data_dir']} ({r['study_files']} study files)")
+    if r["previous"]:
+        print(f"the previous data dir is kept at {r['previous']}")
+    for name, (old, new) in r["counters_raised"].items():
+        print(f"counter {name} carried forward from {old} to {new} (never issued twice)")
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from .errors import EbwError
+    from .ops import format_stats, stats
+
+    cfg = _ops_config(args)
+    if cfg is None:
+        return 2
+    try:
+        s = stats(cfg.data_dir)
+    except EbwError as exc:
+        print(f"ebw stats: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(s, indent=2, sort_keys=True) if args.json else "\n".join(format_stats(cfg.data_dir, s)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ebw",
@@ -198,6 +289,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--check", action="store_true", help="check the current environment and exit")
     s.add_argument("--env-file", action="store_true", help="print an example environment file (deploy/systemd/ebw.env)")
     s.set_defaults(func=_cmd_config)
+    data_dir_help = "data dir to use instead of EBW_DATA_DIR"
+    s = sub.add_parser(
+        "check", help="validate the configuration without starting: values, data dir, ports free, LMDB opens"
+    )
+    s.add_argument("--data-dir", help=data_dir_help)
+    s.set_defaults(func=_cmd_check)
+    s = sub.add_parser("backup", help="consistent hot copy of the LMDB store (and study files) while serving")
+    s.add_argument("dest", metavar="DEST", help="a new or empty directory")
+    s.add_argument("--no-studies", action="store_true", help="copy the LMDB store only, not the received DICOM files")
+    s.add_argument("--data-dir", help=data_dir_help)
+    s.set_defaults(func=_cmd_backup)
+    s = sub.add_parser("restore", help="restore a backup into the data dir (server stopped; the old data is kept)")
+    s.add_argument("src", metavar="SRC", help="a directory made by 'ebw backup'")
+    s.add_argument("--data-dir", help=data_dir_help)
+    s.set_defaults(func=_cmd_restore)
+    s = sub.add_parser("stats", help="counts from the store: endpoints, encounters, journal, exams, map use")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--data-dir", help=data_dir_help)
+    s.set_defaults(func=_cmd_stats)
     return p
 
 
