@@ -448,6 +448,7 @@ def _copy_studies(src_root: str, dst_root: str) -> tuple[int, int]:
 
 def backup(data_dir: str, dest: str, studies: bool = True) -> dict[str, Any]:
     """Hot copy of ``data_dir`` into ``dest`` (a new or empty directory); the manifest."""
+    os.umask(0o077)  # patient data: files 0600, directories 0700, as the server writes them
     data_dir = os.path.abspath(data_dir)
     dest = os.path.abspath(dest)
     if dest == data_dir or dest.startswith(data_dir + os.sep):
@@ -502,6 +503,7 @@ def _chown_tree(path: str, uid: int, gid: int) -> None:
 
 def restore(data_dir: str, src: str, map_size_mb: int) -> dict[str, Any]:
     """Restore the backup ``src`` into ``data_dir`` (server stopped); what was done."""
+    os.umask(0o077)  # patient data: files 0600, directories 0700, as the server writes them
     data_dir = os.path.abspath(data_dir.rstrip(os.sep) or os.sep)
     src = os.path.abspath(src)
     busy = in_use(data_dir)

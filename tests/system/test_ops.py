@@ -100,6 +100,7 @@ def test_backup_under_load_restores_the_acknowledged_worklist(server_factory, tm
     assert len(load.acked) > 40, "the load did not run while the backup was taken"
 
     manifest = json.loads((dest / "backup.json").read_text())
+    assert (dest / "lmdb" / "data.mdb").stat().st_mode & 0o077 == 0  # patient data: owner only
     in_backup = manifest["stats"]["endpoints"]["default"]["active"]
     live_counter = json.loads(ebw(server.env, "stats", "--json").stdout)["counters"]["accession"]
 
