@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -304,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", metavar="SRC", help="a directory made by 'ebw backup'")
     s.add_argument("--data-dir", help=data_dir_help)
     s.set_defaults(func=_cmd_restore)
+    sub.add_parser("bench", help="the load-test harness: ebw bench {adt,cfind,mixed,peers,compare} --help")
     s = sub.add_parser("stats", help="counts from the store: endpoints, encounters, journal, exams, map use")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--data-dir", help=data_dir_help)
@@ -311,7 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _bench(argv: list[str]) -> int:
+    """``ebw bench ...``: the load harness in ``bench/`` (a source checkout's top level)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "harness.py").exists():
+        print("ebw bench: the harness ships with the source tree (bench/); run it from a checkout", file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from bench.harness import main as bench_main
+
+    return bench_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -39,3 +39,32 @@ def test_replaying_a_directory_of_real_messages(tmp_path):
     assert harness.main(argv) == 0
     row = json.loads(out.read_text())["rows"][0]
     assert row["messages"] == 30 and sum(row["acks"].values()) == 30
+
+
+def test_ebw_bench_is_the_entry_point(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ebw",
+            "bench",
+            "adt",
+            "-k",
+            "1",
+            "--messages",
+            "50",
+            "--fsync",
+            "off",
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "msg_per_s" in out.stdout and json.loads((tmp_path / "e.json").read_text())["rows"][0]["messages"] == 50
