@@ -68,7 +68,12 @@ class HttpServer:
     """Small threaded HTTP server; ``health()`` returns (ok, details)."""
 
     def __init__(
-        self, host: str, port: int, health: Callable[[], tuple[bool, dict[str, Any]]], api: Any = None
+        self,
+        host: str,
+        port: int,
+        health: Callable[[], tuple[bool, dict[str, Any]]],
+        api: Any = None,
+        ssl_context: Any = None,
     ) -> None:
         outer = self
 
@@ -155,6 +160,10 @@ class HttpServer:
         ThreadingHTTPServer.allow_reuse_address = True
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
+        if ssl_context is not None:  # HTTPS; the handshake happens in the request's thread
+            self.httpd.socket = ssl_context.wrap_socket(
+                self.httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
 
     def start(self) -> None:

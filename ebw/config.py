@@ -204,6 +204,13 @@ def _admin_token(raw: str) -> str:
     return value
 
 
+def _optional_file(raw: str) -> str:
+    value = raw.strip()
+    if value and not os.path.isfile(value):
+        raise ValueError("must be a readable file")
+    return value
+
+
 def _hl7_value(raw: str) -> str:
     value = raw.strip()
     if len(value) > 64 or any(c in value for c in "|^~\\&\r\n"):
@@ -347,6 +354,8 @@ SETTINGS: tuple[Setting, ...] = (
         _choice("text", "json"),
         "Log lines on stderr: text, or json (one object per line).",
     ),
+    Setting("EBW_HTTP_TLS_CERT", "http_tls_cert", "", _optional_file, "PEM certificate: HTTPS on the HTTP port."),
+    Setting("EBW_HTTP_TLS_KEY", "http_tls_key", "", _optional_file, "PEM private key for HTTPS."),
     Setting(
         "EBW_ADMIN_TOKEN",
         "admin_token",
@@ -589,6 +598,20 @@ SETTINGS: tuple[Setting, ...] = (
         "An exam without a completing MPPS is complete when no image of it arrived for this long.",
         "endpoint",
     ),
+    Setting(
+        "EBW_HL7_TLS_CERT", "hl7_tls_cert", "", _optional_file, "PEM certificate (chain) for MLLP over TLS.", "endpoint"
+    ),
+    Setting("EBW_HL7_TLS_KEY", "hl7_tls_key", "", _optional_file, "PEM private key for MLLP over TLS.", "endpoint"),
+    Setting("EBW_DICOM_TLS_CERT", "dicom_tls_cert", "", _optional_file, "PEM certificate for DICOM TLS.", "endpoint"),
+    Setting("EBW_DICOM_TLS_KEY", "dicom_tls_key", "", _optional_file, "PEM private key for DICOM TLS.", "endpoint"),
+    Setting(
+        "EBW_TLS_CLIENT_CA",
+        "tls_client_ca",
+        "",
+        _optional_file,
+        "PEM CA bundle: MLLP and DICOM over TLS then require client certificates it signed (mutual TLS).",
+        "endpoint",
+    ),
     Setting("EBW_PACS_AET", "pacs_aet", "", _optional_ae_title, "AE title of the PACS.", "endpoint"),
     Setting("EBW_PACS_HOST", "pacs_host", "", _optional_host, "Host of the PACS.", "endpoint"),
     Setting("EBW_PACS_PORT", "pacs_port", "", _optional_port, "Port of the PACS.", "endpoint"),
@@ -636,6 +659,11 @@ class EndpointConfig:
     oru_ack_timeout_seconds: int = 30
     oru_max_attempts: int = 10
     exam_quiet_seconds: int = 300
+    hl7_tls_cert: str = ""
+    hl7_tls_key: str = ""
+    dicom_tls_cert: str = ""
+    dicom_tls_key: str = ""
+    tls_client_ca: str = ""
     ehr_host: str | None = None
     ehr_port: int | None = None
     pacs_aet: str | None = None
@@ -671,6 +699,8 @@ class Config:
     endpoint: EndpointConfig
     admin_token: str = ""
     log_format: str = "text"
+    http_tls_cert: str = ""
+    http_tls_key: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -714,6 +744,21 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         if (host is None) != (port is None):
             missing = port_var if port is None else host_var
             raise ConfigError(missing, "", f"must be set together with {host_var if port is None else port_var}")
+
+    from .tls import check_pair
+
+    for cert_var, key_var, cert, key in (
+        ("EBW_HL7_TLS_CERT", "EBW_HL7_TLS_KEY", values["hl7_tls_cert"], values["hl7_tls_key"]),
+        ("EBW_DICOM_TLS_CERT", "EBW_DICOM_TLS_KEY", values["dicom_tls_cert"], values["dicom_tls_key"]),
+        ("EBW_HTTP_TLS_CERT", "EBW_HTTP_TLS_KEY", values["http_tls_cert"], values["http_tls_key"]),
+    ):
+        if bool(cert) != bool(key):
+            missing = key_var if cert else cert_var
+            raise ConfigError(missing, "", f"must be set together with {cert_var if cert else key_var}")
+        if cert:
+            problem = check_pair(cert, key, values["tls_client_ca"] if "HTTP" not in cert_var else "")
+            if problem:
+                raise ConfigError(cert_var, cert, f"cannot load the certificate, key or client CA: {problem}")
 
     endpoint_fields = {s.attr for s in SETTINGS if s.scope == "endpoint"}
     endpoint = EndpointConfig(**{k: v for k, v in values.items() if k in endpoint_fields})

@@ -147,7 +147,12 @@ class Supervisor:
             from .api import Api
 
             self.api = Api(self.cfg, self.reconfigure, self.fork_guard)
-            self.http = HttpServer(self.cfg.http_host, self.cfg.http_port, self.health, self.api)
+            https = None
+            if self.cfg.http_tls_cert:
+                from .tls import server_context
+
+                https = server_context(self.cfg.http_tls_cert, self.cfg.http_tls_key)
+            self.http = HttpServer(self.cfg.http_host, self.cfg.http_port, self.health, self.api, https)
         except OSError as exc:
             reason = "port already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise ConfigError(

@@ -140,7 +140,15 @@ class Worker:
 
         self.hl7_endpoints.append(hl7)
 
-        server = await loop.create_server(factory, sock=s.hl7, backlog=1024)
+        cfg = self.endpoints[s.ep]
+        hl7_tls = None
+        if cfg.hl7_tls_cert:
+            from .tls import server_context
+
+            hl7_tls = server_context(cfg.hl7_tls_cert, cfg.hl7_tls_key, cfg.tls_client_ca)
+        server = await loop.create_server(
+            factory, sock=s.hl7, backlog=1024, ssl=hl7_tls, ssl_handshake_timeout=30 if hl7_tls else None
+        )
         self.mllp_servers.append(server)
         index = WorklistIndex(self.store, s.ep, get_cfg)
         study_in = StudyIn(self.store, s.ep, get_cfg, os.path.abspath(self.cfg.data_dir), self.cfg.fsync)

@@ -120,6 +120,10 @@ class DicomListener:
             listen_socket=listen_socket,
             allow_from=cfg.dicom_allow_from,
         )
+        if cfg.dicom_tls_cert:
+            from ..tls import server_context
+
+            self.server.ssl_context = server_context(cfg.dicom_tls_cert, cfg.dicom_tls_key, cfg.tls_client_ca)
         ae._servers.append(self.server)
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"dicom-{index.ep}", daemon=True
