@@ -340,6 +340,41 @@ SETTINGS: tuple[Setting, ...] = (
         "An MLLP connection with no traffic for this long is closed.",
     ),
     Setting(
+        "EBW_MLLP_FRAME_TIMEOUT_SECONDS",
+        "mllp_frame_timeout",
+        "60",
+        _int_range(1, 3600),
+        "A started MLLP frame must be complete within this long, else the connection is closed (slow senders).",
+    ),
+    Setting(
+        "EBW_MLLP_MAX_CONNECTIONS",
+        "mllp_max_connections",
+        "1000",
+        _int_range(1, 100000),
+        "Open MLLP connections per endpoint and worker process; more are closed at once.",
+    ),
+    Setting(
+        "EBW_MLLP_MAX_CONNECTIONS_PER_ADDRESS",
+        "mllp_max_connections_per_address",
+        "100",
+        _int_range(1, 100000),
+        "Open MLLP connections from one source address per endpoint and worker process.",
+    ),
+    Setting(
+        "EBW_DICOM_MAX_ASSOCIATIONS",
+        "dicom_max_associations",
+        "64",
+        _int_range(1, 1000),
+        "Concurrent DICOM associations per endpoint and worker process; more are rejected (A-ASSOCIATE-RJ).",
+    ),
+    Setting(
+        "EBW_DICOM_MAX_PDU",
+        "dicom_max_pdu",
+        "262144",
+        _int_range(4096, 16 * 1024 * 1024),
+        "Largest P-DATA PDU EBW accepts from a peer (bytes).",
+    ),
+    Setting(
         "EBW_JOURNAL_RETENTION_DAYS",
         "journal_retention_days",
         "30",
@@ -699,6 +734,11 @@ class Config:
     endpoint: EndpointConfig
     admin_token: str = ""
     log_format: str = "text"
+    mllp_frame_timeout: int = 60
+    mllp_max_connections: int = 1000
+    mllp_max_connections_per_address: int = 100
+    dicom_max_associations: int = 64
+    dicom_max_pdu: int = 262144
     http_tls_cert: str = ""
     http_tls_key: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -89,6 +89,31 @@ class FrameReader:
 Handler = Callable[[bytes], Awaitable[bytes]]
 
 
+class ConnectionLimits:
+    """Open connections of one listener in this process: at most ``total``, and at most
+    ``per_address`` from one source address."""
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.total, self.per_address = total, per_address
+        self.open = 0
+        self.by_address: dict[str, int] = {}
+
+    def admit(self, address: str) -> bool:
+        if self.open >= self.total or self.by_address.get(address, 0) >= self.per_address:
+            return False
+        self.open += 1
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+        return True
+
+    def release(self, address: str) -> None:
+        self.open -= 1
+        n = self.by_address.get(address, 1) - 1
+        if n:
+            self.by_address[address] = n
+        else:
+            self.by_address.pop(address, None)
+
+
 class MllpServerProtocol(asyncio.Protocol):
     """One MLLP connection.
 
@@ -104,7 +129,15 @@ class MllpServerProtocol(asyncio.Protocol):
         idle_timeout: float,
         on_open: Callable[[], None] | None = None,
         on_close: Callable[[], None] | None = None,
+        frame_timeout: float = 60.0,
+        admit: Callable[[str], bool] | None = None,
+        release: Callable[[str], None] | None = None,
     ) -> None:
+        self.frame_timeout = frame_timeout
+        self.frame_started: float | None = None  # when the frame being received began
+        self.admit = admit  # connection limits: may this source address connect?
+        self.release = release
+        self.admitted = False
         self.handler = handler
         self.oversize = oversize
         self.reader = FrameReader(max_frame)
@@ -132,9 +165,17 @@ class MllpServerProtocol(asyncio.Protocol):
                 pass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.address = peer[0] if peer else "?"
+        if self.admit is not None:
+            if not self.admit(self.address):
+                log.warning("MLLP %s: connection limit reached; closing", self.peer)
+                self.closing = True
+                transport.close()
+                return
+            self.admitted = True
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self._serve())
-        self.idle_handle = loop.call_later(self.idle_timeout, self._check_idle)
+        self.idle_handle = loop.call_later(min(self.idle_timeout, self.frame_timeout), self._check_idle)
         if self.on_open:
             self.on_open()
 
@@ -144,6 +185,11 @@ class MllpServerProtocol(asyncio.Protocol):
             return
         for f in self.reader.feed(data):
             self.queue.put_nowait(f)
+        if self.reader.in_frame:
+            if self.frame_started is None:
+                self.frame_started = self.last_activity
+        else:
+            self.frame_started = None
         if self.reader.error is not None:
             log.warning("MLLP %s: %s; answering AR and closing", self.peer, self.reader.error)
             self.queue.put_nowait(None)
@@ -160,6 +206,9 @@ class MllpServerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.admitted and self.release is not None:
+            self.admitted = False
+            self.release(self.address)
         if self.idle_handle is not None:
             self.idle_handle.cancel()
         self.queue.put_nowait(None)
@@ -198,14 +247,25 @@ class MllpServerProtocol(asyncio.Protocol):
     def _check_idle(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        idle = time.monotonic() - self.last_activity
+        now = time.monotonic()
+        idle = now - self.last_activity
+        if self.frame_started is not None and now - self.frame_started >= self.frame_timeout:
+            log.warning(
+                "MLLP %s: a frame unfinished after %.0f s; closing (slow sender)", self.peer, self.frame_timeout
+            )
+            self.closing = True
+            self.transport.close()
+            return
         if idle >= self.idle_timeout and self.queue.empty():
             log.info("MLLP %s: idle for %.0f s; closing", self.peer, idle)
             self.closing = True
             self.queue.put_nowait(None)
             return
         loop = asyncio.get_running_loop()
-        self.idle_handle = loop.call_later(max(self.idle_timeout - idle, 0.5), self._check_idle)
+        wait = self.idle_timeout - idle
+        if self.frame_started is not None:
+            wait = min(wait, self.frame_timeout - (now - self.frame_started))
+        self.idle_handle = loop.call_later(max(wait, 0.5), self._check_idle)
 
 
 # ------------------------------------------------------------------------------ clients

@@ -31,7 +31,7 @@ from .dicom.find import REFRESH_INTERVAL, WorklistIndex
 from .dicom.scp import DicomListener
 from .dicom.store_scp import StudyIn
 from .ingest import Hl7Endpoint
-from .mllp import MllpServerProtocol
+from .mllp import ConnectionLimits, MllpServerProtocol
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,21 @@ class Worker:
 
         connections = self.connections
 
+        limits = ConnectionLimits(self.cfg.mllp_max_connections, self.cfg.mllp_max_connections_per_address)
+        frame_timeout = self.cfg.mllp_frame_timeout
+
         def factory() -> MllpServerProtocol:
-            proto = MllpServerProtocol(hl7.handle, hl7.oversize, max_frame, idle, gauge.inc, gauge.dec)
+            proto = MllpServerProtocol(
+                hl7.handle,
+                hl7.oversize,
+                max_frame,
+                idle,
+                gauge.inc,
+                gauge.dec,
+                frame_timeout=frame_timeout,
+                admit=limits.admit,
+                release=limits.release,
+            )
             connections.add(proto)
             return proto
 
@@ -152,7 +165,14 @@ class Worker:
         self.mllp_servers.append(server)
         index = WorklistIndex(self.store, s.ep, get_cfg)
         study_in = StudyIn(self.store, s.ep, get_cfg, os.path.abspath(self.cfg.data_dir), self.cfg.fsync)
-        listener = DicomListener(index, self.endpoints[s.ep], s.dicom, study_in=study_in)
+        listener = DicomListener(
+            index,
+            self.endpoints[s.ep],
+            s.dicom,
+            max_associations=self.cfg.dicom_max_associations,
+            study_in=study_in,
+            max_pdu=self.cfg.dicom_max_pdu,
+        )
         listener.start()
         self.dicom.append(listener)
         self.listeners[s.ep] = listener

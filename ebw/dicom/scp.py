@@ -96,6 +96,7 @@ class DicomListener:
         listen_socket: socket.socket,
         max_associations: int = 64,
         study_in: StudyIn | None = None,
+        max_pdu: int = 262144,
     ) -> None:
         scp_aet = cfg.scp_aet
         ae = AE(ae_title=scp_aet)
@@ -108,6 +109,7 @@ class DicomListener:
         ae.require_called_aet = True
         ae.require_calling_aet = list(cfg.calling_aets)
         ae.maximum_associations = max_associations
+        ae.maximum_pdu_size = max_pdu
         ae.network_timeout = 60
         ae.acse_timeout = 30
         ae.dimse_timeout = 30
