@@ -210,3 +210,38 @@ def test_bad_tls_settings_are_configuration_errors(tmp_path, pki):
     out = run_serve({"EBW_HTTP_TLS_CERT": str(tmp_path / "missing.pem"), "EBW_HTTP_TLS_KEY": "x"}, tmp_path)
     assert out.returncode == 2 and "EBW_HTTP_TLS_CERT" in out.stderr and "readable file" in out.stderr
     assert Path(pki["ca"]).exists()
+
+
+def test_dcmtk_findscu_over_mutual_tls(server_factory, pki):
+    from tests.conftest import dcmtk_findscu
+
+    findscu = dcmtk_findscu()
+    if findscu is None:
+        pytest.skip("DCMTK findscu not installed")
+    server = start_tls_server(server_factory, pki, EBW_TLS_CLIENT_CA=pki["ca"])
+    assert msa(mllp_tls(server.hl7_port, client_ctx(pki, cert=True), corpus("001_a04_register.hl7")))[0] == "AA"
+    cmd = [
+        findscu,
+        "-v",
+        "-W",
+        "+tls",
+        pki["client_key"],
+        pki["client"],
+        "+cf",
+        pki["ca"],
+        "-aet",
+        "FINDSCU",
+        "-aec",
+        "EBW",
+        "127.0.0.1",
+        str(server.dicom_port),
+        "-k",
+        "PatientID=555123",
+        "-k",
+        "PatientName",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout[-800:] + out.stderr[-800:]
+    assert "555123" in out.stdout + out.stderr
+    plain = subprocess.run(cmd[:3] + cmd[8:], capture_output=True, text=True, timeout=60)  # no TLS: refused
+    assert "555123" not in plain.stdout + plain.stderr
