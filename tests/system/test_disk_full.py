@@ -59,3 +59,4 @@ def test_disk_full_gives_ae_and_recovers(server_factory, small_disk):
         acked.append(e.mrn)
     listed = {str(i.PatientID) for i in cfind(server, mwl_query(PatientID="DM*"))}
     assert set(acked) <= listed and not set(refused) & listed
+    print(f"disk full: {len(acked)} AA (all listed), {len(refused)} AE (none listed), AA again after space returned")
