@@ -33,8 +33,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .. import curation, metrics
@@ -97,12 +100,46 @@ def _value(elem: Any) -> str:
     return str(v)
 
 
+def _elements(ds: Dataset, where: str = "") -> Iterator[Any]:
+    """The elements of ``ds`` in tag order, decoded.  pynetdicom hands over the
+    identifier undecoded and pydicom decodes each element when it is first read; one
+    it cannot decode (a value length that does not fit its VR, a sequence that does
+    not parse, text in an unusable character set ...) makes the identifier unusable:
+    ``QueryError`` naming the attribute, never the value.  So does a known attribute
+    sent (explicit VR) as a sequence when it is not one, or the other way round: the
+    response could not be encoded for it."""
+    for tag in sorted(ds.keys()):
+        name = keyword_for_tag(tag) or str(Tag(tag))
+        try:
+            elem = ds[tag]
+            if elem.VR != "SQ":
+                _value(elem)  # text (PN) can be decoded lazily: do it here
+        except Exception as exc:  # noqa: BLE001 - only pydicom's decoding runs in here
+            raise QueryError(f"{where}{name}: cannot be decoded ({type(exc).__name__})") from None
+        if elem.keyword and (elem.VR == "SQ") != (dictionary_VR(tag) == "SQ"):
+            raise QueryError(f"{where}{name}: sent as VR {elem.VR}, defined as {dictionary_VR(tag)}")
+        yield elem
+
+
+def _charset(ds: Dataset) -> str:
+    """The identifier's Specific Character Set, ``\\``-joined; "" when absent or not
+    printable ASCII text (a value the response could not echo: an SCU's reader may
+    fail on it)."""
+    try:
+        cs = ds.get("SpecificCharacterSet")
+    except Exception as exc:  # noqa: BLE001 - pydicom's decoding
+        raise QueryError(f"SpecificCharacterSet: cannot be decoded ({type(exc).__name__})") from None
+    if isinstance(cs, (list, MultiValue)) and all(isinstance(x, str) for x in cs):
+        cs = "\\".join(cs)
+    if not isinstance(cs, str) or not (cs.isascii() and cs.replace("\\", " ").isprintable()):
+        return ""
+    return cs
+
+
 def parse_identifier(ds: Dataset) -> Query:
     q = Query()
-    cs = ds.get("SpecificCharacterSet")
-    if cs:
-        q.charset = cs if isinstance(cs, str) else "\\".join(cs)
-    for elem in ds:
+    q.charset = _charset(ds)
+    for elem in _elements(ds):
         kw = elem.keyword
         if not kw:
             if elem.tag.is_private or elem.tag.element == 0:
@@ -120,7 +157,7 @@ def parse_identifier(ds: Dataset) -> Query:
                 items = elem.value or []
                 if len(items) > 1:
                     raise QueryError("ScheduledProcedureStepSequence: a query sequence holds one item")
-                for sub in items[0] if items else []:
+                for sub in _elements(items[0], SPS) if items else []:
                     skw = sub.keyword
                     if not skw:
                         q.unsupported = q.unsupported or bool(sub.value)
@@ -141,7 +178,7 @@ def parse_identifier(ds: Dataset) -> Query:
                 if len(items) > 1:
                     raise QueryError(f"{kw}: a query sequence holds one item")
                 wanted = q.sequences[kw] = []
-                for sub in items[0] if items else []:
+                for sub in _elements(items[0], f"{kw}.") if items else []:
                     skw = sub.keyword
                     if not skw or sub.VR == "SQ":
                         q.unsupported = q.unsupported or bool(sub.value)

@@ -293,7 +293,7 @@ def _read_pid(change: Change, pid: list[bytes], seps: bytes, dec: Decoder, mappi
         p["PatientBirthDate"] = ""
     elif birth:
         digits = at(comps(birth, seps), 1)[:8].decode("latin_1")
-        p["PatientBirthDate"] = digits if len(digits) == 8 and digits.isdigit() else ""
+        p["PatientBirthDate"] = digits if len(digits) == 8 and _ascii_digits(digits) else ""
     sex = _value(at(comps(fld(pid, 8), seps), 1), dec)
     if sex is not None:
         sex = sex.upper()
@@ -366,6 +366,12 @@ def _read_mrg(change: Change, mrg: list[bytes], seps: bytes, dec: Decoder, mappi
 # --------------------------------------------------------------------------- datetimes
 
 
+def _ascii_digits(s: str) -> bool:
+    """0-9 only.  ``str.isdigit`` alone also accepts the superscripts ``²³¹`` that a
+    latin-1 decode yields (bytes B2 B3 B9), on which ``int()`` raises."""
+    return s.isascii() and s.isdigit()
+
+
 def parse_dtm(raw: bytes, zone: ZoneInfo) -> float | None:
     """HL7 DTM/TS ``YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`` -> UTC epoch seconds.
 
@@ -380,7 +386,7 @@ def parse_dtm(raw: bytes, zone: ZoneInfo) -> float | None:
     k = max(s.find("+", 4), s.find("-", 4))
     if k > 0:
         off = s[k + 1 :]
-        if len(off) < 4 or not off[:4].isdigit():
+        if len(off) < 4 or not _ascii_digits(off[:4]):
             return None
         offset_min = int(off[:2]) * 60 + int(off[2:4])
         if s[k] == "-":
@@ -389,11 +395,11 @@ def parse_dtm(raw: bytes, zone: ZoneInfo) -> float | None:
     frac = 0.0
     if "." in s:
         s, f = s.split(".", 1)
-        if not f.isdigit():
+        if not _ascii_digits(f):
             return None
         frac = float("0." + f)
     n = len(s)
-    if n < 4 or n > 14 or n % 2 or not s.isdigit():
+    if n < 4 or n > 14 or n % 2 or not _ascii_digits(s):
         return None
     year = int(s[0:4])
     month = int(s[4:6]) if n >= 6 else 1
