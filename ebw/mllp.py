@@ -68,7 +68,8 @@ class FrameReader:
             j = buf.find(EB, max(self.scanned - 1, 0))
             if j < 0:
                 self.scanned = len(buf)
-                if len(buf) > self.max_frame:
+                # a read may end inside the end block: its 0x1C is not part of the frame
+                if len(buf) - buf.endswith(EB[:1]) > self.max_frame:
                     self._fail()
                 break
             if j > self.max_frame:

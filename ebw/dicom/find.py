@@ -251,7 +251,7 @@ def names_patient(keys: list[tuple[str, str, str]]) -> bool:
 
 def query_zone(offset: str) -> _dt.tzinfo | None:
     """The zone a query's Timezone Offset From UTC (``+HHMM``/``-HHMM``) names, if valid."""
-    if len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
+    if len(offset) == 5 and offset[0] in "+-" and offset[1:].isascii() and offset[1:].isdigit():
         minutes = int(offset[1:3]) * 60 + int(offset[3:5])
         if minutes <= 14 * 60:
             return _dt.timezone(_dt.timedelta(minutes=minutes if offset[0] == "+" else -minutes))

@@ -16,17 +16,16 @@ frames just under, at and over the size cap.  Properties, for every chunking:
   ``max_frame + 1`` bytes inside one (a frame at the cap plus the 0x1C of a split end
   block), nothing after an error.
 
-Known bug (ebw/mllp.py, reported; pinned by the strict xfail test at the end): a
-frame of exactly ``max_frame`` bytes is rejected when a read ends between the 0x1C and
-the 0x0D of its end block (the reader counts the 0x1C as frame data), accepted
-otherwise.  The main property skips the comparison on such chunkings.
+Found and fixed (regression test at the end): a frame of exactly ``max_frame`` bytes
+was rejected when a read ended between the 0x1C and the 0x0D of its end block (the
+reader counted the 0x1C as frame data).  The main property still skips the comparison
+on such chunkings.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -173,8 +172,7 @@ def test_garbage_is_not_buffered(garbage: bytes, reads: int) -> None:
 # --------------------------------------------------------------------------- known bug
 
 
-@pytest.mark.xfail(strict=True, reason="ebw/mllp.py: a frame at the cap is rejected when its end block is split")
-def test_known_bug_frame_at_cap_with_split_end_block() -> None:
+def test_frame_at_cap_with_split_end_block() -> None:
     """``FrameReader.feed`` fails a frame once ``len(buf) > max_frame`` without an end
     block; when a read ends with the 0x1C of the end block, the buffer holds the frame
     plus that 0x1C.  Fix: do not count a trailing 0x1C (``len(buf) - buf.endswith(b"\\x1c")
