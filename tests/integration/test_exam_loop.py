@@ -249,6 +249,7 @@ def test_exam_to_oru_then_pacs_after_the_delay(server_factory, tmp_path):
         assert all(d.PixelData == s.PixelData for d in got for s in sent if s.SOPInstanceUID == d.SOPInstanceUID)
         # the exam used the number: the encounter has a fresh one already
         assert the_item(server).AccessionNumber != item.AccessionNumber
+        wait_for(lambda: api(server, "/api/exams")["exams"][0]["push"]["state"] == "done", what="push recorded")
         (exam,) = api(server, "/api/exams")["exams"]
         assert exam["state"] == "complete" and exam["oru"]["state"] == "sent" and exam["push"]["state"] == "done"
         assert exam["instances"] == 3 and not exam["orphan"] and exam["completed_by"] == "mpps completed"
@@ -428,6 +429,8 @@ def test_without_an_ehr_the_delay_counts_from_completion(server_factory, tmp_pat
         completed = time.monotonic()
         wait_for(lambda: len(pacs.received()) == 2, what="the push")
         assert time.monotonic() - completed >= 1.5
+        # storescp has the files before EBW has recorded the push as done: wait for that too
+        wait_for(lambda: api(server, "/api/exams")["exams"][0]["push"]["state"] == "done", what="push recorded")
         (exam,) = api(server, "/api/exams")["exams"]
         assert exam["oru"]["state"] == "none" and exam["push"]["state"] == "done"
     finally:
