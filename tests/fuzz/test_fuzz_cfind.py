@@ -199,9 +199,8 @@ def parse(ds: Dataset) -> find.Query | None:
     assert all(isinstance(kw, str) and kw for kw in q.top)
     assert q.sps is None or all(isinstance(kw, str) and kw for kw in q.sps)
     assert isinstance(q.charset, str) and isinstance(q.timezone, str)
-    if q.timezone.isascii() or not q.timezone[1:].isdigit():  # else the known bug (module docstring)
-        zone = find.query_zone(q.timezone)
-        assert zone is None or zone.utcoffset(None) is not None
+    zone = find.query_zone(q.timezone)
+    assert zone is None or zone.utcoffset(None) is not None
     return q
 
 
@@ -308,7 +307,7 @@ def test_model_keys_to_matchers(keys: list[tuple[str, str]], found: list[dict[st
     check_matchers([(path, VRS[path], value) for path, value in keys], found)
 
 
-# --------------------------------------------------------------------------- known bug
+# --------------------------------------------------------------------------- regression
 
 
 def test_query_zone_ignores_non_ascii_digits() -> None:

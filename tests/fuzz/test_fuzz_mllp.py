@@ -18,8 +18,7 @@ frames just under, at and over the size cap.  Properties, for every chunking:
 
 Found and fixed (regression test at the end): a frame of exactly ``max_frame`` bytes
 was rejected when a read ended between the 0x1C and the 0x0D of its end block (the
-reader counted the 0x1C as frame data).  The main property still skips the comparison
-on such chunkings.
+reader counted the 0x1C as frame data).
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ class Expected:
         self.frames: list[bytes] = []
         self.discarded = 0
         self.error_at = -1  # offset of the first byte of the oversized frame
-        self.cap_frames: list[int] = []  # offsets just past the 0x1C of frames of exactly max_frame bytes
         pos, n = 0, len(stream)
         while pos < n:
             sb = stream.find(SB, pos)
@@ -58,8 +56,6 @@ class Expected:
             start = sb + 1
             eb = stream.find(EB, start)
             end = eb if eb >= 0 else n - (1 if stream.endswith(b"\x1c") and n > start else 0)
-            if end - start == max_frame and end < n and stream[end] == 0x1C:
-                self.cap_frames.append(end + 1)
             if end - start > max_frame:  # over the cap, complete or not
                 self.error_at = start
                 return
@@ -93,8 +89,6 @@ def check(stream: bytes, cuts: list[int], max_frame: int) -> None:
     cuts = sorted({c for c in cuts if 0 < c < len(stream)})
     want = Expected(stream, max_frame)
     reader, frames = read(stream, cuts, max_frame)
-    if any(c in cuts or c == len(stream) for c in want.cap_frames):
-        return  # the known bug (module docstring): only the bounds above hold
     assert frames == want.frames
     assert reader.discarded == want.discarded
     if want.error_at < 0:
@@ -169,14 +163,13 @@ def test_garbage_is_not_buffered(garbage: bytes, reads: int) -> None:
     assert reader.discarded == reads * len(garbage) and reader.error is None
 
 
-# --------------------------------------------------------------------------- known bug
+# --------------------------------------------------------------------------- regression
 
 
 def test_frame_at_cap_with_split_end_block() -> None:
-    """``FrameReader.feed`` fails a frame once ``len(buf) > max_frame`` without an end
-    block; when a read ends with the 0x1C of the end block, the buffer holds the frame
-    plus that 0x1C.  Fix: do not count a trailing 0x1C (``len(buf) - buf.endswith(b"\\x1c")
-    > max_frame``)."""
+    """``FrameReader.feed`` failed a frame once ``len(buf) > max_frame`` without an end
+    block; when a read ended with the 0x1C of the end block, the buffer held the frame
+    plus that 0x1C.  Fixed in ebw/mllp.py: a trailing 0x1C is not counted."""
     message = b"M" * 16
     whole = FrameReader(16)
     assert whole.feed(frame(message)) == [message] and whole.error is None
