@@ -68,6 +68,17 @@ def run_findscu(port: int, keys: list[str], out_dir: Path, calling: str = "FINDS
     return [pydicom.dcmread(f) for f in sorted(out_dir.glob("rsp*.dcm"))]
 
 
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,27 +4,16 @@ env-variable rules on every field, live endpoints across workers, the audit log.
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from ebw.mllp import MllpClient
-from tests.conftest import corpus, free_port, msa
+from tests.conftest import corpus, free_port, msa, wait_for
 from tests.integration.test_slice import mwl_query
 
 pytestmark = pytest.mark.network
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def find(port: int, aet: str) -> list | None:

@@ -21,7 +21,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, UltrasoundImageStorage
 
 from ebw.mllp import FrameReader, frame
-from tests.conftest import corpus, free_port, msa
+from tests.conftest import corpus, free_port, msa, wait_for
 from tests.integration.test_slice import cfind, mwl_query
 
 pytestmark = pytest.mark.network
@@ -120,16 +120,6 @@ class Pacs:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- the modality -----------------------------------------------------------------------
