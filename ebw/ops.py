@@ -51,7 +51,7 @@ import lmdb
 from . import __version__
 from .config import Config, EndpointConfig
 from .errors import EbwError
-from .store import DBS, SCHEMA_VERSION, dumps, loads
+from .store import DBS, SCHEMA_VERSION, dumps, journal_header, loads
 
 MANIFEST = "backup.json"
 _U64 = struct.Struct(">Q")
@@ -160,9 +160,7 @@ def collect_stats(store: ReadOnlyStore, txn: lmdb.Transaction) -> dict[str, Any]
     oldest = None
     cur = txn.cursor(db=db["journal"])
     if cur.first():
-        head = bytes(cur.value())
-        n = struct.unpack(">H", head[:2])[0]
-        oldest = loads(head[2 : 2 + n]).get("t")
+        oldest = journal_header(bytes(cur.value())).get("t")
     info, stat = store.env.info(), store.env.stat()
     used = (info["last_pgno"] + 1) * stat["psize"]
     data_file = os.path.join(store.path, "data.mdb")

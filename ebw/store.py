@@ -33,7 +33,8 @@ seen           ``ep\\0MSH-3\\0MSH-4\\0MSH-10``        time applied (8-byte float
 changes        8-byte sequence number                  ``ep\\0<encounter key>`` changed (feed for the
                                                        workers' in-memory worklists; bounded)
 journal        8-byte sequence number                  every message received, verbatim: header
-                                                       length, JSON header, raw deflate of the bytes
+                                                       length (+0x8000), JSON header, the bytes as
+                                                       received (older entries: raw deflate)
 patient        ``ep\\0<PatientID>\\0<issuer>\\0<enc key>`` b"" -- every encounter of a patient
 accession      8-byte number (the shared counter)      issue time, flags, ``<accession>\\0ep\\0<enc key>``
                                                        -- kept for EBW_JOURNAL_RETENTION_DAYS,
@@ -102,15 +103,27 @@ ACC_USED = 1  # the number was used by an exam (MPPS or stored image)
 _U16 = struct.Struct(">H")
 
 
+_RAW = 0x8000  # journal entry flag (in the header length): the message is stored as received
+
+
 def pack_message(raw: bytes) -> bytes:
-    """A received message as the journal keeps it (raw deflate, small window: cheap)."""
-    c = zlib.compressobj(1, zlib.DEFLATED, -12)
-    return c.compress(raw) + c.flush()
+    """A received message as the journal keeps it: as received.  (Entries written before
+    this release are raw deflate; both are read.  Deflate cost ~40 us a message on the
+    ingest path for a 43% smaller journal; the journal is pruned after
+    EBW_JOURNAL_RETENTION_DAYS, so the bytes were the cheaper resource.)"""
+    return raw
+
+
+def journal_header(value: bytes) -> dict[str, Any]:
+    """The JSON header of a journal entry (receive time, endpoint, sender, ACK ...)."""
+    n = _U16.unpack(value[:2])[0] & ~_RAW
+    return loads(value[2 : 2 + n])  # type: ignore[no-any-return]
 
 
 def _unpack_journal(value: bytes) -> tuple[dict[str, Any], bytes]:
     n = _U16.unpack(value[:2])[0]
-    return loads(value[2 : 2 + n]), zlib.decompress(value[2 + n :], -12)
+    body = value[2 + (n & ~_RAW) :]
+    return journal_header(value), bytes(body) if n & _RAW else zlib.decompress(body, -12)
 
 
 def dumps(obj: Any) -> bytes:
@@ -526,7 +539,9 @@ class Store:
         outside the commit.  Keys are sequential, so appends touch few pages."""
         seq = self.next_seq(txn, "journal")
         head = dumps(header)
-        txn.put(_U64.pack(seq), _U16.pack(len(head)) + head + packed, db=self.db["journal"], append=True)
+        if len(head) >= _RAW:
+            raise StoreError("journal header too long")
+        txn.put(_U64.pack(seq), _U16.pack(len(head) | _RAW) + head + packed, db=self.db["journal"], append=True)
         return seq
 
     def journal(self, txn: lmdb.Transaction, start: int = 0) -> Iterator[tuple[int, dict[str, Any], bytes]]:
@@ -545,8 +560,7 @@ class Store:
         if not cur.first():
             return 0
         while n < limit:
-            n_head = _U16.unpack(cur.value()[:2])[0]
-            if loads(cur.value()[2 : 2 + n_head]).get("t", 0) >= before:
+            if journal_header(cur.value()).get("t", 0) >= before:
                 break
             cur.delete()
             n += 1
