@@ -49,7 +49,9 @@ hl7_connections = Gauge(
 )
 mllp_frames_rejected = Counter(
     "ebw_mllp_frames_rejected_total",
-    "MLLP frames rejected for framing reasons (oversized, garbage).",
+    "MLLP input refused before HL7 parsing, by reason: oversize (frame over the cap, AR then "
+    "close), slow_sender (frame unfinished after EBW_MLLP_FRAME_TIMEOUT_SECONDS), "
+    "connection_limit (connection refused), garbage (bytes outside any frame, line ends aside).",
     ["endpoint", "reason"],
 )
 store_commits = Counter("ebw_store_commits_total", "LMDB write transactions committed.")

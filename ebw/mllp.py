@@ -44,6 +44,7 @@ class FrameReader:
         self.in_frame = False
         self.scanned = 0  # bytes of buf already searched for the end block
         self.discarded = 0
+        self.junk = 0  # runs of discarded bytes that were not just line ends
         self.partial = b""
         self.error: FramingError | None = None
 
@@ -57,11 +58,10 @@ class FrameReader:
             if not self.in_frame:
                 i = buf.find(SB)
                 if i < 0:
-                    self.discarded += len(buf)
-                    buf.clear()
+                    self._discard(len(buf))
                     break
                 if i:
-                    self.discarded += i
+                    self._discard(i)
                 del buf[: i + 1]
                 self.in_frame = True
                 self.scanned = 0
@@ -79,6 +79,15 @@ class FrameReader:
             del buf[: j + 2]
             self.in_frame = False
         return frames
+
+    def _discard(self, n: int) -> None:
+        """Drop the first ``n`` bytes of the buffer (outside any frame).  Line ends between
+        frames are usual; anything else counts as junk (``junk``: runs of it)."""
+        if self.buf[:n].strip(b"\r\n\t "):
+            self.junk += 1
+        self.discarded += n
+        if n == len(self.buf):
+            self.buf.clear()
 
     def _fail(self) -> None:
         self.partial = bytes(self.buf[:4096])
@@ -133,7 +142,9 @@ class MllpServerProtocol(asyncio.Protocol):
         frame_timeout: float = 60.0,
         admit: Callable[[str], bool] | None = None,
         release: Callable[[str], None] | None = None,
+        on_reject: Callable[[str, int], None] | None = None,
     ) -> None:
+        self.on_reject = on_reject  # (reason, count): oversize, slow_sender, connection_limit, garbage
         self.frame_timeout = frame_timeout
         self.frame_started: float | None = None  # when the frame being received began
         self.admit = admit  # connection limits: may this source address connect?
@@ -170,6 +181,7 @@ class MllpServerProtocol(asyncio.Protocol):
         if self.admit is not None:
             if not self.admit(self.address):
                 log.warning("MLLP %s: connection limit reached; closing", self.peer)
+                self._reject("connection_limit")
                 self.closing = True
                 transport.close()
                 return
@@ -184,8 +196,11 @@ class MllpServerProtocol(asyncio.Protocol):
         self.last_activity = time.monotonic()
         if self.closing:
             return
+        junk = self.reader.junk
         for f in self.reader.feed(data):
             self.queue.put_nowait(f)
+        if self.reader.junk != junk:
+            self._reject("garbage")  # bytes outside any frame, not just line ends
         if self.reader.in_frame:
             if self.frame_started is None:
                 self.frame_started = self.last_activity
@@ -193,6 +208,7 @@ class MllpServerProtocol(asyncio.Protocol):
             self.frame_started = None
         if self.reader.error is not None:
             log.warning("MLLP %s: %s; answering AR and closing", self.peer, self.reader.error)
+            self._reject("oversize")
             self.queue.put_nowait(None)
             self.closing = True
             return
@@ -216,6 +232,10 @@ class MllpServerProtocol(asyncio.Protocol):
         if self.on_close:
             self.on_close()
             self.on_close = None
+
+    def _reject(self, reason: str) -> None:
+        if self.on_reject is not None:
+            self.on_reject(reason, 1)
 
     # -- work -------------------------------------------------------------------
 
@@ -254,6 +274,7 @@ class MllpServerProtocol(asyncio.Protocol):
             log.warning(
                 "MLLP %s: a frame unfinished after %.0f s; closing (slow sender)", self.peer, self.frame_timeout
             )
+            self._reject("slow_sender")
             self.closing = True
             self.transport.close()
             return

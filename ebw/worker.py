@@ -135,6 +135,13 @@ class Worker:
 
         limits = ConnectionLimits(self.cfg.mllp_max_connections, self.cfg.mllp_max_connections_per_address)
         frame_timeout = self.cfg.mllp_frame_timeout
+        rejected = {
+            reason: metrics.mllp_frames_rejected.labels(s.ep, reason)
+            for reason in ("oversize", "slow_sender", "connection_limit", "garbage")
+        }
+
+        def on_reject(reason: str, n: int) -> None:
+            rejected[reason].inc(n)
 
         def factory() -> MllpServerProtocol:
             proto = MllpServerProtocol(
@@ -147,6 +154,7 @@ class Worker:
                 frame_timeout=frame_timeout,
                 admit=limits.admit,
                 release=limits.release,
+                on_reject=on_reject,
             )
             connections.add(proto)
             return proto

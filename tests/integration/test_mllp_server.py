@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ebw.mllp import FrameReader, MllpClient, frame
-from tests.conftest import corpus, msa
+from tests.conftest import corpus, msa, wait_for
 
 pytestmark = pytest.mark.network
 
@@ -58,6 +58,21 @@ def test_oversized_frame_gets_ar_then_close(server_factory):
         assert b"too large" in acks[1]
         s.settimeout(5)
         assert s.recv(10) == b""  # closed by the server
+    assert wait_for(lambda: _rejected(srv, "oversize") == 1, 5)
+
+
+def test_junk_between_frames_is_counted_line_ends_are_not(server_factory):
+    srv = server_factory().start()
+    with socket.create_connection(("127.0.0.1", srv.hl7_port)) as s:
+        s.sendall(frame(numbered(1)) + b"\r\n" + frame(numbered(2)) + b"GET / HTTP/1.0\r\n\r\n" + frame(numbered(3)))
+        assert [msa(a) for a in recv_frames(s, 3)] == [("AA", f"P0000{i}") for i in (1, 2, 3)]
+    assert wait_for(lambda: _rejected(srv, "garbage") == 1, 5)
+
+
+def _rejected(server, reason: str) -> float:
+    from tests.system.test_metrics import Scrape
+
+    return Scrape(server).total("ebw_mllp_frames_rejected_total", reason=reason)
 
 
 def test_idle_connection_is_closed(server_factory):

@@ -11,7 +11,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from ebw.mllp import MllpClient, frame
-from tests.conftest import corpus, msa
+from tests.conftest import corpus, msa, wait_for
+from tests.system.test_metrics import Scrape
 
 pytestmark = pytest.mark.network
 
@@ -47,6 +48,7 @@ def test_a_slow_sender_is_cut_off(server_factory):
                 pass
         assert closed and 1.5 <= time.monotonic() - t0 < 8
     assert "slow sender" in server.read_log()
+    assert wait_for(lambda: Scrape(server).total("ebw_mllp_frames_rejected_total", reason="slow_sender") == 1, 5)
     assert msa(server.send(corpus("001_a04_register.hl7")))[0] == "AA"  # others are served
 
 
@@ -67,6 +69,7 @@ def test_connections_per_address_are_capped(server_factory):
         for c in clients:
             c.close()
     assert "connection limit reached" in server.read_log()
+    assert Scrape(server).total("ebw_mllp_frames_rejected_total", reason="connection_limit") == 1
 
 
 def test_dicom_associations_are_capped(server_factory):

@@ -71,3 +71,13 @@ def test_oversized_frame_detected_before_its_end_arrives():
     assert r.error is None
     r.feed(b"A" * 100)
     assert r.error is not None
+
+
+def test_junk_outside_frames_is_counted_but_line_ends_are_not():
+    r = FrameReader()
+    assert r.feed(b"\r\n\x0bA\x1c\r\n\x0bB\x1c\r") == [b"A", b"B"]
+    assert (r.discarded, r.junk) == (3, 0)  # CR LF before the first frame, LF after it
+    assert r.feed(b"HELLO\x0bC\x1c\r") == [b"C"]
+    assert (r.discarded, r.junk) == (8, 1)
+    assert r.feed(b"XX") == [] and r.feed(b"YY\x0bD\x1c\r") == [b"D"]
+    assert (r.discarded, r.junk) == (12, 3)  # a run split over two reads counts per read
