@@ -1,8 +1,9 @@
 """Group commit: one thread per worker applies queued ADT changes to LMDB in batches.
 
 The event loop parses messages and queues their changes; this thread takes
-everything queued, applies it in ONE write transaction (each change in a
-nested transaction, so one failing change does not sink its batch), commits
+everything queued, applies it in ONE write transaction (should a change fail,
+the batch runs again with each change in a nested transaction, so one failing
+change does not sink its batch), commits
 -- with ``EBW_FSYNC=on`` that commit returns only once the data is on stable
 storage -- and only then resolves the futures the loop is waiting on to send
 ``AA``.  While a commit syncs, the loop keeps reading and parsing the next
@@ -99,7 +100,28 @@ class Committer:
         return results
 
     def _apply(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
-        """Every job in its own nested transaction, all in one write transaction."""
+        """Every job of the batch in one write transaction.  Jobs run straight in it (a
+        nested transaction per job costs ~30 us); if one raises, the whole transaction is
+        dropped and the batch runs again with each job in its own nested transaction, so
+        the failing change gets its own error and the others commit."""
+        try:
+            return self._apply_flat(batch)
+        except _JobFailed:
+            return self._apply_nested(batch)
+
+    def _apply_flat(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
+        with self.store.write() as txn:
+            try:
+                results = [job(txn) for job, _fut in batch]
+            except lmdb.MapFullError:
+                raise
+            except Exception as exc:  # leaving the block aborts the transaction
+                raise _JobFailed from exc
+            for hook in self.before_commit:
+                hook(txn)
+        return results
+
+    def _apply_nested(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
         env = self.store.env
         results: list[Any] = []
         with self.store.write() as txn:
@@ -115,6 +137,10 @@ class Committer:
             for hook in self.before_commit:
                 hook(txn)
         return results
+
+
+class _JobFailed(Exception):
+    """A job raised while the batch ran without nested transactions."""
 
 
 def _deliver(batch: list[tuple[Job, asyncio.Future[Any]]], results: list[Any]) -> None:
