@@ -33,3 +33,19 @@ def test_new_and_old_entries_read_back_verbatim(tmp_path):
     with store.read() as txn:
         assert [s for s, _h, _raw in store.journal(txn)] == [2]
     store.close()
+
+
+def test_records_round_trip_and_a_crafted_pickle_is_refused(tmp_path):
+    import os
+    import pickle
+
+    import pytest
+
+    from ebw.errors import StoreError
+    from ebw.store import loads, pack_record
+
+    record = {"key": "V|H|1", "patient": {"PatientName": "Müller^Jörg"}, "when": 1.5, "x": [None, True, ""]}
+    assert loads(pack_record(record)) == record
+    assert loads(dumps(record)) == record  # records written before pack_record: JSON
+    with pytest.raises(StoreError, match="refused"):
+        loads(pickle.dumps(os.system))
