@@ -1,12 +1,18 @@
 """The journal keeps every message as received; entries written by earlier releases
-(raw deflate) are still read, pruned and counted (real LMDB)."""
+(raw deflate) are still read, pruned and counted (real LMDB).  Encounter records: plain-type
+pickle, older JSON ones still read."""
 
 from __future__ import annotations
 
+import os
+import pickle
 import struct
 import zlib
 
-from ebw.store import Store, dumps, journal_header
+import pytest
+
+from ebw.errors import StoreError
+from ebw.store import Store, dumps, journal_header, loads, pack_record
 
 MSG = "MSH|^~\\&|EHR|H|EBW|H|20261128||ADT^A01|C1|P|2.5.1\rPID|1||4711^^^H^MR||Müller^Jörg\r".encode()
 
@@ -35,15 +41,7 @@ def test_new_and_old_entries_read_back_verbatim(tmp_path):
     store.close()
 
 
-def test_records_round_trip_and_a_crafted_pickle_is_refused(tmp_path):
-    import os
-    import pickle
-
-    import pytest
-
-    from ebw.errors import StoreError
-    from ebw.store import loads, pack_record
-
+def test_records_round_trip_and_a_crafted_pickle_is_refused():
     record = {"key": "V|H|1", "patient": {"PatientName": "Müller^Jörg"}, "when": 1.5, "x": [None, True, ""]}
     assert loads(pack_record(record)) == record
     assert loads(dumps(record)) == record  # records written before pack_record: JSON
