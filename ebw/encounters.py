@@ -33,7 +33,11 @@ the explicit null ``""`` clears it.
 
 Duplicates: a message whose MSH-10 was already applied from the same sender
 (MSH-3/MSH-4) on this endpoint is not applied again (``duplicate``) and is
-answered as the first time (AA).
+answered as the first time (AA).  For encounter events the encounter record
+itself keeps the last ``SEEN_KEPT`` message ids that changed it (no extra
+write per message: what a synced commit costs is the pages it writes); other
+events, and the ids of an encounter re-keyed away, are kept in the ``seen`` db,
+pruned after EBW_JOURNAL_RETENTION_DAYS.
 
 Ordering: a message whose event time (EVN-2, else MSH-7) is older than the
 last change applied to the encounter does not overwrite newer data
@@ -59,6 +63,7 @@ CLOSE = {"A03": "discharged", "A11": "cancelled", "A38": "cancelled", "A23": "de
 PATIENT_MERGE = frozenset({"A40", "A34", "A47", "A36", "A18"})
 ACCOUNT_MERGE = frozenset({"A35", "A36", "A18"})
 OPEN = ("active", "pending")
+SEEN_KEPT = 16  # message ids an encounter record keeps for the duplicate check
 
 
 class Applied:
@@ -84,17 +89,20 @@ def apply(
     history they had before the index was rebuilt: those numbers are given back
     instead of new ones, so no number is ever issued twice."""
     h = change.header
-    dk = dedupe_key(ep, h.msh3, h.msh4, h.control_id)
-    if h.control_id and store.seen(txn, dk):
+    dk = dedupe_key(ep, h.msh3, h.msh4, h.control_id) if h.control_id else b""
+    c = _Ctx(store, txn, ep, cfg, now, reuse, dk)
+    if change.event in _ENCOUNTER_EVENTS:
+        return _encounter_event(c, change)  # the duplicate check is the record's
+    if dk and store.seen(txn, dk):
         return Applied("duplicate")
-    result = _dispatch(_Ctx(store, txn, ep, cfg, now, reuse), change)
-    if h.control_id:
+    result = _dispatch(c, change)
+    if dk:
         store.mark_seen(txn, dk, now)
     return result
 
 
 class _Ctx:
-    __slots__ = ("store", "txn", "ep", "cfg", "now", "issued", "reuse")
+    __slots__ = ("store", "txn", "ep", "cfg", "now", "issued", "reuse", "msg_id")
 
     def __init__(
         self,
@@ -104,10 +112,12 @@ class _Ctx:
         cfg: EndpointConfig,
         now: float,
         reuse: dict[str, list[list[Any]]] | None = None,
+        dk: bytes = b"",
     ) -> None:
         self.store, self.txn, self.ep, self.cfg, self.now = store, txn, ep, cfg, now
         self.issued = 0
         self.reuse = reuse
+        self.msg_id = dk.decode("latin_1")  # this message's duplicate-check id ("" = none)
 
     def get(self, enc_key: str) -> dict[str, Any] | None:
         return self.store.get_encounter(self.txn, self.ep, enc_key)
@@ -172,9 +182,12 @@ def _is_stale(record: dict[str, Any], change: Change) -> bool:
     return change.event not in CANCELS and change.when is not None and last is not None and change.when < last
 
 
+_ENCOUNTER_EVENTS = ACTIVATE | PENDING | UPDATE | frozenset(CLOSE) | {"A13"}
+
+
 def _dispatch(c: _Ctx, change: Change) -> Applied:
     ev = change.event
-    if ev in ACTIVATE or ev in PENDING or ev in UPDATE or ev == "A13" or ev in CLOSE:
+    if ev in _ENCOUNTER_EVENTS:
         return _encounter_event(c, change)
     if ev == "A31":
         return _update_person(c, change)
@@ -188,9 +201,19 @@ def _dispatch(c: _Ctx, change: Change) -> Applied:
     return Applied("ignored")
 
 
+def _is_duplicate(c: _Ctx, record: dict[str, Any] | None) -> bool:
+    if not c.msg_id:
+        return False
+    if record is not None and c.msg_id in (record.get("seen") or ()):
+        return True
+    return c.store.seen(c.txn, c.msg_id.encode("latin_1"))  # ids of encounters re-keyed away
+
+
 def _encounter_event(c: _Ctx, change: Change) -> Applied:
     ev = change.event
     enc_key = change.encounter_key
+    if _is_duplicate(c, c.get(enc_key)):
+        return Applied("duplicate")
     if ev in ("A06", "A07") and change.prior_visit_key and change.prior_visit_key != enc_key:
         _rekey(c, change.prior_visit_key, enc_key)
     record = c.get(enc_key)
@@ -223,6 +246,8 @@ def _encounter_event(c: _Ctx, change: Change) -> Applied:
         status = "active"
     record["status"] = status
     _stamp(record, change, c.now)
+    if c.msg_id:
+        record["seen"] = [*(record.get("seen") or ())[1 - SEEN_KEPT :], c.msg_id]
     c.put(enc_key, record, old_ident)
     return Applied("created" if created else ev.lower() if ev in CLOSE else "updated", c.issued)
 
@@ -293,6 +318,8 @@ def _rekey(c: _Ctx, old_key: str, new_key: str, change: Change | None = None) ->
         return
     target = c.get(new_key)
     # close the old key: it must never be listed again; its accession numbers now lead to new_key
+    for msg_id in record.get("seen") or ():  # a resend of a message it had must stay a duplicate
+        c.store.mark_seen(c.txn, msg_id.encode("latin_1"), c.now)
     c.store.set_closed(c.txn, c.ep, old_key)
     c.store.delete_encounter(c.txn, c.ep, old_key)
     c.store.set_moved(c.txn, c.ep, old_key, new_key)

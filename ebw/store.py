@@ -553,6 +553,21 @@ class Store:
     def mark_seen(self, txn: lmdb.Transaction, dk: bytes, now: float) -> None:
         txn.put(dk, struct.pack(">d", now), db=self.db["seen"])
 
+    def prune_seen(self, txn: lmdb.Transaction, before: float, start: bytes, limit: int = 20000) -> bytes:
+        """Look at up to ``limit`` duplicate-check ids from ``start`` on (key order: the db
+        has no time order), forget those recorded before ``before``; returns where to go on
+        next time (b"" = from the beginning)."""
+        cur = txn.cursor(db=self.db["seen"])
+        if not (cur.set_range(start) if start else cur.first()):
+            return b""
+        for _ in range(limit):
+            if _F64.unpack(cur.value()[:8])[0] < before:
+                if not cur.delete() or not cur.key():
+                    return b""
+            elif not cur.next():
+                return b""
+        return bytes(cur.key())
+
     # -- journal -----------------------------------------------------------------
 
     def journal_append(self, txn: lmdb.Transaction, header: dict[str, Any], packed: bytes) -> int:

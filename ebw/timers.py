@@ -54,6 +54,7 @@ class Timers:
         self.stopping = False
         self.store: Store | None = None
         self._pruned = 0.0
+        self._seen_from = b""  # where the next pass over the duplicate-check ids goes on
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
@@ -108,6 +109,7 @@ class Timers:
             before = now - self.cfg.journal_retention_days * 86400
             with self.store.write() as txn:
                 dropped = self.store.prune_accessions(txn, before, limit=20000)
+                self._seen_from = self.store.prune_seen(txn, before, self._seen_from)
             if dropped:
                 log.info(
                     "forgot %d unused accession numbers older than %d days", dropped, self.cfg.journal_retention_days

@@ -1,0 +1,68 @@
+"""Duplicate messages (same sender, same MSH-10) are answered and never applied twice:
+the encounter record keeps the ids of the messages that changed it, the ``seen`` db those
+of other events and of encounters re-keyed away, pruned after the retention (real LMDB)."""
+
+from __future__ import annotations
+
+import time
+
+from ebw import config, encounters
+from ebw.hl7.adt import parse
+from ebw.store import Store
+from tests.data.make_corpus import msg
+
+CFG = config.load({}).endpoint
+EP = "default"
+
+
+def _apply(store: Store, raw: str, now: float | None = None) -> str:
+    with store.write() as txn:
+        return encounters.apply(store, txn, EP, CFG, parse(raw.encode()), now or time.time()).outcome
+
+
+def test_a_resent_encounter_message_is_a_duplicate_even_after_later_ones(tmp_path):
+    store = Store(str(tmp_path), 16, sync=False)
+    first = msg("A01", "C0", "P1", "V1", when="20261128100000")
+    assert _apply(store, first) == "created"
+    for i in range(1, encounters.SEEN_KEPT):  # later messages: the first one's id is still kept
+        assert _apply(store, msg("A08", f"C{i}", "P1", "V1", name=f"N{i}^X", when=f"202611281001{i:02d}")) == "updated"
+    assert _apply(store, first) == "duplicate"
+    with store.read() as txn:
+        record = store.get_encounter(txn, EP, "V|GENHOSP|V1")
+        assert record is not None and record["patient"]["PatientName"].startswith(f"N{encounters.SEEN_KEPT - 1}")
+        assert len(record["seen"]) == encounters.SEEN_KEPT
+        assert txn.stat(store.db["seen"])["entries"] == 0  # no write of its own per message
+    store.close()
+
+
+def test_person_events_and_rekeyed_encounters_use_the_seen_db(tmp_path):
+    store = Store(str(tmp_path), 16, sync=False)
+    assert _apply(store, msg("A01", "C1", "P1", "V1")) == "created"
+    a31 = msg("A31", "C2", "P1", "", name="NEW^NAME", pv1=False, structure="ADT_A05")
+    assert _apply(store, a31).startswith("person updated")
+    assert _apply(store, a31) == "duplicate"
+    a08 = msg("A08", "C3", "P1", "V1", name="LATER^NAME", when="20261128100500")
+    assert _apply(store, a08) == "updated"
+    mrg = "P1^^^GENHOSP^MR||||V1^^^GENHOSP^VN"
+    a06 = msg("A06", "C4", "P1", "V2", mrg=mrg, structure="ADT_A06", when="20261128100600")
+    assert _apply(store, a06) == "updated"  # visit V1 re-keyed to V2
+    with store.read() as txn:
+        assert store.get_encounter(txn, EP, "V|GENHOSP|V1") is None
+    assert _apply(store, a06) == "duplicate"
+    assert _apply(store, a08) == "duplicate"  # its record moved away: the id went to the seen db
+    store.close()
+
+
+def test_old_ids_are_pruned(tmp_path):
+    store = Store(str(tmp_path), 16, sync=False)
+    with store.write() as txn:
+        for i in range(50):
+            store.mark_seen(txn, f"default\0A\0B\0C{i:03d}".encode(), 1000.0 if i % 2 else 5000.0)
+    start = b""
+    for _ in range(10):  # in passes of 7
+        with store.write() as txn:
+            start = store.prune_seen(txn, before=2000.0, start=start, limit=7)
+    with store.read() as txn:
+        left = [bytes(k) for k, _v in txn.cursor(db=store.db["seen"])]
+    assert left == [f"default\0A\0B\0C{i:03d}".encode() for i in range(0, 50, 2)]
+    store.close()
