@@ -20,6 +20,7 @@ from .committer import Committer
 from .config import EndpointConfig
 from .errors import ParseError, RejectError, StoreError
 from .hl7 import ack as hl7ack
+from .hl7._scan_ref import BAD_SEGMENT_ID
 from .hl7.adt import Change, Header, Mapping, parse, parse_header
 from .hl7.scan import scan
 from .hl7.text import CHARSETS
@@ -138,14 +139,31 @@ def _ignore_result(fut: Any) -> None:
         fut.exception()
 
 
+_MSH_ONLY = frozenset({"MSH"})
+
+
 def _header_of(data: bytes) -> Header | None:
-    """The MSH of a message that could not be fully read, if its first segment is readable."""
+    """The MSH of a message that could not be fully read, if it is readable.
+
+    The MSH is read as ``parse`` reads it: the whole message is scanned (leading
+    BOM and blank lines skipped, segment breaks found by the same rules), so MSH-10
+    is the same bytes.  When a later segment has a bad ID, the message up to that
+    segment is scanned again with ``ZZZ`` in its place.  That finds every break
+    before it exactly as in the whole message: the break before a bad segment is a
+    CR (a lone LF breaks only before a valid segment ID or trailing whitespace), and
+    a bad segment, like ``ZZZ``, holds something other than whitespace.
+    """
     try:
-        end = data.find(b"\r")
-        seps, nseg, segments = scan(data if end < 0 else data[: end + 1])
-        return parse_header(seps, segments[0][1], nseg)
-    except (ParseError, IndexError):
-        return None
+        seps, nseg, segments = scan(data, _MSH_ONLY)
+    except ParseError as exc:
+        if exc.reason != BAD_SEGMENT_ID or exc.offset <= 0:
+            return None  # empty, no MSH, bad field separator: no MSH to read
+        try:
+            seps, nseg, segments = scan(data[: exc.offset] + b"ZZZ", _MSH_ONLY)
+        except ParseError:
+            return None
+        nseg -= 1
+    return parse_header(seps, segments[0][1], nseg)
 
 
 def _cid(header: Header | None) -> str:
