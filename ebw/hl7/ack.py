@@ -83,7 +83,7 @@ def build(
         ]
     )
     if header.charset:
-        msh += f * 7 + header.charset
+        msh += f * 6 + header.charset  # MSH-13 to MSH-17 empty
     segments = [msh, f.join([b"MSA", ack.encode(), header.control_id])]
     if ack != "AA":
         err_text = (text or _TEXTS.get(code, "Error")).encode("ascii", "replace")

@@ -44,3 +44,11 @@ def test_unreadable_message_gets_ar_with_default_separators():
 
 def test_control_ids_are_unique():
     assert len({ack.control_id() for _ in range(10000)}) == 10000
+
+
+def test_charset_is_copied_into_msh_18():
+    raw = corpus("001_a04_register.hl7").replace(b"|P|2.5.1", b"|P|2.5.1||||||8859/1")
+    h = parse(raw).header
+    assert h.charset == b"8859/1"
+    msh = ack.build(h, "AA").split(b"\r")[0].split(b"|")
+    assert len(msh) == 18 and msh[17] == b"8859/1"  # split index n-1 is MSH-n
