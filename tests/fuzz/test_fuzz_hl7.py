@@ -289,33 +289,112 @@ def msa_2(ack: bytes) -> bytes:
     return next(fields for sid, fields in segments if sid == "MSA")[2]
 
 
+# Bytes an ACK never holds as they are (CR only as the segment terminator).
+CONTROL = frozenset(range(0x20)) | {0x7F}
+
+
+def usable(seps: bytes) -> bool:
+    """Delimiters an ACK can be written with: five different printable ASCII characters,
+    none a letter or digit (segment IDs, codes, control IDs), ``+``, ``-`` (MSH-7's
+    offset) or ``.`` (MSH-12 ``2.5.1``)."""
+    return len(set(seps)) == 5 and all(0x21 <= b <= 0x7E and not chr(b).isalnum() and b not in b"+-." for b in seps)
+
+
+def expected_seps(received: bytes) -> bytes:
+    """The delimiters of the ACK to a message written with ``received``."""
+    return received
+
+
+def expected_copy(raw: bytes, seps_in: bytes | None, seps_out: bytes) -> bytes:
+    """A received field (``seps_in`` None: EBW's own text) as the ACK must hold it: the
+    rule of docs/hl7-interface.md section 5, written out plainly."""
+    esc = seps_out[3:4]
+    role: dict[int, bytes] = {}
+    if seps_in is not None:
+        for k in (2, 1, 4, 3):  # repetition, component, subcomponent, escape: the first role wins
+            role.setdefault(seps_in[k], seps_out[k : k + 1])
+    out = bytearray()
+    for b in raw:
+        if b in role:
+            out += role[b]
+        elif b in seps_out:
+            k = seps_out.index(b)
+            out += esc + b"FSRET"[k : k + 1] + esc
+        elif b in CONTROL:
+            out += esc + b"X" + f"{b:02X}".encode() + esc
+        else:
+            out.append(b)
+    return bytes(out)
+
+
+def _shape(raw: bytes, seps: bytes) -> list[list[int]]:
+    """Repetitions > components > number of subcomponents of a field."""
+    return [[len(comp.split(seps[4:5])) for comp in rep.split(seps[1:2])] for rep in raw.split(seps[2:3])]
+
+
+def check_copy(got: bytes, raw: bytes, seps_in: bytes, seps_out: bytes) -> None:
+    """``got`` is the received field ``raw`` as the ACK must hold it."""
+    assert got == expected_copy(raw, seps_in, seps_out)
+    assert _shape(got, seps_out) == _shape(raw, seps_in)  # no repetition, component, subcomponent lost or added
+    if seps_in == seps_out and not CONTROL & set(raw):
+        assert got == raw  # byte for byte
+
+
 def check_ack(
-    ack: bytes, header: adt.Header | None, code: str, err: int = 0, location: str = "", strict: bool = False
+    ack: bytes,
+    header: adt.Header | None,
+    code: str,
+    err: int = 0,
+    location: str = "",
+    text: str | None = None,
+    strict: bool = False,
 ) -> None:
-    """``ack`` is a well-formed answer (``code``, ERR-3 ``err``, ERR-2 ``location``) to
-    the message whose MSH gave ``header``.  ``strict``: also where a known bug (below)
-    makes it fail."""
-    seps = header.seps if header is not None else hl7ack.DEFAULT_SEPS
-    control_id = header.control_id if header is not None else b""
+    """``ack`` is a well-formed answer (``code``, ERR-3 ``err``, ERR-2 ``location``,
+    ERR-8 ``text`` when given) to the message whose MSH gave ``header``.  ``strict``:
+    also where a known bug (below) makes it fail."""
+    received = header.seps if header is not None else hl7ack.DEFAULT_SEPS
+    seps = expected_seps(received)
     assert isinstance(ack, bytes) and ack.startswith(b"MSH" + seps[:1]) and ack.endswith(b"\r")
-    if _odd_separators(seps) and not strict:
+    if _odd_separators(received) and not strict:
         return
+    # CR ends each segment and is the only control byte: MLLP framing cannot break.
+    assert not CONTROL & set(ack.replace(b"\r", b""))
+    assert FrameReader(len(ack) + 3).feed(frame(ack)) == [ack]
     got_seps, nseg, segments = ref.scan(ack, {"MSA", "ERR"})
     assert got_seps == seps
     assert [sid for sid, _ in segments] == ["MSH", "MSA"] + ([] if code == "AA" else ["ERR"])
-    assert nseg == len(segments)
+    assert nseg == len(segments) == ack.count(b"\r")
     msh, msa = segments[0][1], segments[1][1]
-    assert msa[1] == code.encode()
-    assert msh[9].startswith(b"ACK")  # as text: a sender's encoding characters may be letters
+    c = seps[1:2]
+    assert len(msh) == (19 if header is not None and header.charset else 13)  # up to MSH-12 or MSH-18
+    assert msh[2] == seps[1:5]
+    assert msh[9].split(c)[0] == b"ACK" and len(msh[9].split(c)) in (1, 3)
+    assert len(msa) == 3 and msa[1] == code.encode()
     if header is not None:
-        assert msh[3:7] == [header.msh5 or b"EBW", header.msh6, header.msh3, header.msh4]
+        copied = (header.msh6, header.msh3, header.msh4, header.control_id)
+        for got, raw in zip([*msh[4:7], msa[2]], copied, strict=True):
+            check_copy(got, raw, received, seps)
+        for got, raw, default in (
+            (msh[3], header.msh5, b"EBW"),
+            (msh[11], header.processing_id, b"P"),
+            (msh[12], header.version, b"2.5.1"),
+        ):
+            if raw:
+                check_copy(got, raw, received, seps)
+            else:
+                assert got == default
+        if header.charset:
+            check_copy(msh[18], header.charset, received, seps)
+    else:
+        assert msh[3] == b"EBW" and msa[2] == b""
     if code != "AA":
         err_fields = segments[2][1]
+        assert len(err_fields) == 9 and err_fields[4] == b"E"
         assert err_fields[2] == location.replace("^", chr(seps[1])).encode("latin_1")
-        assert err_fields[3].startswith(str(err).encode())
-    if not _raw_copies(header) or strict:
-        assert msa[2] == control_id
-        assert FrameReader(len(ack)).feed(frame(ack)) == [ack]
+        assert err_fields[3].split(c) == [str(err).encode(), hl7ack._TEXTS[err].encode(), b"HL70357"]
+        if text is not None:
+            want = (text or hl7ack._TEXTS[err]).encode("ascii", "replace")
+            assert err_fields[8] == expected_copy(want, None, seps)
 
 
 # Known bugs in files this suite may not change (reported, each pinned by a strict
@@ -324,31 +403,16 @@ def check_ack(
 
 
 def _odd_separators(seps: bytes) -> bool:
-    """KNOWN BUG (ebw/hl7/ack.py): the ACK is written in the message's own delimiters,
-    but what EBW adds is not escaped for them: MSH-2 is ``seps[1:5]``, the encoding
-    characters with the standard ones filled in where the received MSH-2 was shorter;
-    MSH-7 ends in ``+HHMM``/``-HHMM``; MSH-12 is ``2.5.1``.  When the field separator
-    is one of those (``MSH~^~...``: filled-in repetition ``~``; ``MSH+^~\\&+...``: the
-    time zone sign) the ACK's fields shift; an LF among the encoding characters
-    (``MSH^\\nPV1|``) starts a segment in the ACK's MSH-2; field separator 0x1C puts
-    the MLLP end block 0x1C 0x0D in the ACK; a non-ASCII component separator is
-    written as ``?`` in ERR-2 (``location.encode("ascii", "replace")``), which shifts
-    the ERR fields when ``?`` is the field separator.  Only the basic shape is checked
-    then."""
-    odd = seps[0:1] in seps[1:5] + b"+-." or b"\n" in seps or b"\x1c" in seps
-    return odd or not seps.isascii()
-
-
-def _raw_copies(header: adt.Header | None) -> bool:
-    """KNOWN BUG (ebw/hl7/ack.py): received MSH fields are copied byte for byte, so an
-    MSH-10 holding an LF that was data in the message (``CID\\n |P|...``) can end the
-    ACK's MSA segment early (the LF before trailing whitespace is a segment break), and
-    a copied field ending in 0x1C puts 0x1C 0x0D, the MLLP end block, in the ACK: the
-    sender reads a truncated ACK.  MSA-2 and the framing are not checked then."""
-    if header is None:
-        return False
-    copied = (header.msh3, header.msh4, header.msh5, header.msh6, header.control_id, header.processing_id)
-    return any(b"\n" in f or f.endswith(b"\x1c") for f in (*copied, header.version, header.charset))
+    """KNOWN BUG (ebw/hl7/ack.py): the ACK is written in the message's own delimiters
+    even when they are not ``usable``: MSH-2 is ``seps[1:5]``, the encoding characters
+    with the standard ones filled in where the received MSH-2 was shorter; MSH-7 ends
+    in ``+HHMM``/``-HHMM``; MSH-12 is ``2.5.1``.  When the field separator is one of
+    those (``MSH~^~...``: filled-in repetition ``~``; ``MSH+^~\\&+...``: the time zone
+    sign) the ACK's fields shift; an LF among the encoding characters (``MSH^\\nPV1|``)
+    starts a segment in the ACK's MSH-2; field separator 0x1C puts the MLLP end block
+    0x1C 0x0D in the ACK; an encoding character that is a letter splits ``ACK``.  Only
+    the basic shape is checked then."""
+    return not usable(seps)
 
 
 def check_message(data: bytes, cfg: Any = BASE_CFG) -> None:
@@ -452,7 +516,8 @@ LOCATIONS = ["", "MSH", "PID", "PID^1^3", "MRG^1^1", "MSH^1^9^1^1", "MSH^1^9^1^2
     data=mutated_messages(),
     code=st.sampled_from(["AA", "AE", "AR"]),
     err=st.sampled_from(sorted(hl7ack._TEXTS)),
-    text=st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=30),
+    text=st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+    | st.sampled_from(["line 1\rline 2", "a\nb", "end block \x1c\r", "\x0bstart", "|^~\\&#", "\\F\\", "é€"]),
     location=st.sampled_from(LOCATIONS),
 )
 @counted
@@ -460,7 +525,7 @@ def test_ack_of_any_header(data: bytes, code: str, err: int, text: str, location
     """The ACK for the MSH of any (half-)readable message, whatever the error text, is well formed."""
     header = ingest._header_of(data)
     ack = hl7ack.build(header, code, err, text, location, header.event if header else "")
-    check_ack(ack, header, code, err, location)
+    check_ack(ack, header, code, err, location, text)
 
 
 # --------------------------------------------------------------------------- known bugs
@@ -485,11 +550,16 @@ def test_known_bug_ack_sign_field_separator() -> None:
     check_ack(ack, header, "AA", strict=True)  # ACK MSH-8 is the zone's HHMM, MSH-9 is empty
 
 
-@pytest.mark.xfail(strict=True, reason="ebw/hl7/ack.py: non-ASCII component separator written as ? in ERR-2")
-def test_known_bug_ack_non_ascii_component_separator() -> None:
-    header = ingest._header_of(b"MSH|\xd8~\\&|A|B|C|D|20261128||ORU\xd8R01|CID1|P|2.5.1\r")
+# Found by this suite: a non-ASCII component separator was written as ``?`` in ERR-2
+# (``location.encode("ascii", "replace")``), which shifted the ERR fields when ``?``
+# was the field separator.
+@pytest.mark.parametrize("fs", [b"|", b"?"])
+def test_ack_non_ascii_component_separator(fs: bytes) -> None:
+    data = b"MSH|\xd8~\\&|A|B|C|D|20261128||ORU\xd8R01|CID1|P|2.5.1\r".replace(b"|", fs)
+    header = ingest._header_of(data)
     ack = hl7ack.build(header, "AR", 200, "", "MSH^1^9^1^1", "")
-    check_ack(ack, header, "AR", 200, "MSH^1^9^1^1", strict=True)  # ERR-2 reads "MSH?1?9?1?1"
+    check_ack(ack, header, "AR", 200, "MSH^1^9^1^1", "", strict=True)
+    assert b"MSH?1" not in ack
 
 
 @pytest.mark.xfail(strict=True, reason="ebw/hl7/ack.py: field separator 0x1C puts the MLLP end block in the ACK")
@@ -498,17 +568,27 @@ def test_known_bug_ack_fs_1c() -> None:
     check_ack(ack, header, "AA", strict=True)  # "MSA\x1cAA\x1c" + CR: the frame ends there
 
 
-@pytest.mark.xfail(strict=True, reason="ebw/hl7/ack.py: MSH-10 ending in 0x1C puts the MLLP end block in the ACK")
-def test_known_bug_ack_control_id_ends_in_1c() -> None:
-    ack, header = _ack_for(b"MSH|^~\\&|A|B|C|D|20261128||ADT^A04|CID\x1c|P|2.5.1\r")
-    check_ack(ack, header, "AA", strict=True)  # "MSA|AA|CID\x1c" + CR: the sender reads "CID"
-
-
-@pytest.mark.xfail(strict=True, reason="ebw/hl7/ack.py: an LF in MSH-10 ends the ACK's MSA early")
-def test_known_bug_ack_control_id_with_lf() -> None:
-    ack, header = _ack_for(b"MSH|^~\\&|A|B|C|D|20261128||ADT^A04|CID\n |P|2.5.1\r")
-    assert header is not None and header.control_id == b"CID\n "
-    check_ack(ack, header, "AA", strict=True)  # "MSA|AA|CID\n \r": MSA-2 reads "CID"
+# Found by this suite: received MSH fields were copied byte for byte, so an MSH-10
+# ending in 0x1C put 0x1C 0x0D, the MLLP end block, in the ACK (the sender read a
+# truncated ACK), and an LF in MSH-10 that was data in the message (``CID\n |P|...``)
+# ended the ACK's MSA early (an LF before trailing whitespace is a segment break).
+@pytest.mark.parametrize(
+    ("control_id", "msa_2_expected"),
+    [
+        (b"CID\x1c", b"CID\\X1C\\"),
+        (b"CID\n ", b"CID\\X0A\\ "),
+        (b"C\x0bI\x00D\x7f", b"C\\X0B\\I\\X00\\D\\X7F\\"),
+        (b"CID\x1c\n", b"CID\\X1C\\\\X0A\\"),  # \X1C\ then \X0A\: one sequence per byte
+    ],
+)
+def test_ack_control_id_with_control_bytes(control_id: bytes, msa_2_expected: bytes) -> None:
+    data = b"MSH|^~\\&|A|B|C|D|20261128||ADT^A04|" + control_id + b"|P|2.5.1\r"
+    for code in ("AA", "AR"):
+        ack, header = _ack_for(data, code)
+        assert header is not None and header.control_id == control_id
+        check_ack(ack, header, code, 0 if code == "AA" else 201, strict=True)
+        assert msa_2(ack) == msa_2_expected
+        assert FrameReader(1 << 20).feed(frame(ack)) == [ack]
 
 
 # Found by this suite: ``_header_of`` scanned up to the first CR of the data, so it found
