@@ -6,10 +6,12 @@ MSH-18) copied, MSA-2 = received MSH-10.  AE and AR carry an ERR segment (ERR-2
 location, ERR-3 table 0357 code, ERR-4 severity, ERR-8 user message) -- never
 patient data.
 
-Whatever arrives, the ACK is well-formed HL7 and survives MLLP framing: every
-copied field goes through ``restate`` (a control byte becomes ``\\Xhh\\``), the
-error text through ``escape_text``.  docs/hl7-interface.md section 5 states the
-rules for senders.
+Whatever arrives, the ACK is well-formed HL7 and survives MLLP framing: it is
+written with the message's delimiters when they are usable, else with the
+standard ``|^~\\&`` (``ack_separators``); every copied field goes through
+``restate`` (delimiters kept in their roles, a control byte becomes ``\\Xhh\\``),
+the error text through ``escape_text``.  docs/hl7-interface.md section 5 states
+the rules for senders.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ _TEXTS = {
     207: "Application internal error",
 }
 
+# What an ACK's delimiter may be: printable ASCII that is not a letter or digit
+# (segment IDs, codes, control IDs), not + or - (the UTC offset of MSH-7), not .
+# (MSH-12 2.5.1), not a space.
+DELIMITER_BYTES = frozenset(b"!\"#$%&'()*,/:;<=>?@[\\]^_`{|}~")
+
 # Never copied as they are: the C0 controls (CR, LF, MLLP's 0x0B and 0x1C among them)
 # and DEL.  Each is written as the escape sequence <esc>Xhh<esc>.
 CONTROL_BYTES = frozenset(range(0x20)) | {0x7F}
@@ -52,6 +59,16 @@ def control_id() -> bytes:
     """A new MSH-10 for an outbound message: unique across processes and restarts
     (milliseconds since the epoch, pid, per-process sequence), at most 20 characters."""
     return f"{int(time.time() * 1000):x}{os.getpid() % 0x10000:04x}{next(_seq) % 0x10000:04x}".encode()
+
+
+def ack_separators(seps: bytes) -> bytes:
+    """The delimiters of the ACK to a message written with ``seps`` (field separator
+    and MSH-2 as the scanner gives them): the message's own when they are usable --
+    five different ``DELIMITER_BYTES`` -- as a sender expects its own delimiters back;
+    else the standard ``|^~\\&``."""
+    if len(seps) == 5 and len(set(seps)) == 5 and DELIMITER_BYTES.issuperset(seps):
+        return bytes(seps)
+    return DEFAULT_SEPS
 
 
 @functools.lru_cache(maxsize=64)
@@ -121,7 +138,7 @@ def build(
     if header is None:
         header = Header(seps=DEFAULT_SEPS)
     received = header.seps
-    seps = received
+    seps = ack_separators(received)
     f = seps[0:1]
     c = seps[1:2]
 

@@ -23,16 +23,18 @@ Properties, on every input:
   the same message forever);
 * the ACK EBW answers (``Hl7Endpoint.handle`` run without a server: a stub
   committer, no store), and the ACKs of ``_header_of`` + ``_answer`` and of
-  ``oversize`` for any prefix, are well formed: ``MSH`` then ``MSA`` (then ``ERR``
-  unless AA), readable by the scanner with the separators of the message
-  answered, MSA-1 the ACK code, MSA-2 the received MSH-10 byte for byte (it is
-  already in the message's escaped form), MSH-9 ``ACK``, and the ACK survives
-  MLLP framing unchanged.
+  ``oversize`` for any prefix, are well formed (``check_ack``): ``MSH`` then ``MSA``
+  (then ``ERR`` unless AA), each field where it belongs, written with the message's
+  delimiters when they are ``usable`` and with ``|^~\\&`` otherwise; no control byte
+  but the CR ending each segment, so the ACK survives MLLP framing unchanged; MSA-1
+  the ACK code; MSA-2 and every other copied MSH field exactly as
+  docs/hl7-interface.md section 5 says (``expected_copy``), with its repetitions,
+  components and subcomponents, and byte for byte when nothing needed escaping;
+* ``ingest._header_of`` reads the MSH exactly as ``parse`` does (when the message
+  can be scanned) and finds one whenever the scanner got past it.
 
 Every example runs under a hard deadline (``tests.fuzz.harness``).  Inputs that
-once failed are kept as ``@example``s.  Known bugs in files this suite does not own
-(``ebw/hl7/ack.py``) relax the ACK checks only where they apply
-(``_odd_separators``, ``_raw_copies``) and are pinned by strict xfail tests at the end.
+once failed are kept as ``@example``s, bugs found as tests at the end.
 """
 
 from __future__ import annotations
@@ -302,7 +304,7 @@ def usable(seps: bytes) -> bool:
 
 def expected_seps(received: bytes) -> bytes:
     """The delimiters of the ACK to a message written with ``received``."""
-    return received
+    return received if usable(received) else b"|^~\\&"
 
 
 def expected_copy(raw: bytes, seps_in: bytes | None, seps_out: bytes) -> bytes:
@@ -347,16 +349,12 @@ def check_ack(
     err: int = 0,
     location: str = "",
     text: str | None = None,
-    strict: bool = False,
 ) -> None:
     """``ack`` is a well-formed answer (``code``, ERR-3 ``err``, ERR-2 ``location``,
-    ERR-8 ``text`` when given) to the message whose MSH gave ``header``.  ``strict``:
-    also where a known bug (below) makes it fail."""
+    ERR-8 ``text`` when given) to the message whose MSH gave ``header``."""
     received = header.seps if header is not None else hl7ack.DEFAULT_SEPS
     seps = expected_seps(received)
     assert isinstance(ack, bytes) and ack.startswith(b"MSH" + seps[:1]) and ack.endswith(b"\r")
-    if _odd_separators(received) and not strict:
-        return
     # CR ends each segment and is the only control byte: MLLP framing cannot break.
     assert not CONTROL & set(ack.replace(b"\r", b""))
     assert FrameReader(len(ack) + 3).feed(frame(ack)) == [ack]
@@ -395,24 +393,6 @@ def check_ack(
         if text is not None:
             want = (text or hl7ack._TEXTS[err]).encode("ascii", "replace")
             assert err_fields[8] == expected_copy(want, None, seps)
-
-
-# Known bugs in files this suite may not change (reported, each pinned by a strict
-# xfail test at the end of this file: when one is fixed, its xfail fails -- then
-# delete it and the predicate here).
-
-
-def _odd_separators(seps: bytes) -> bool:
-    """KNOWN BUG (ebw/hl7/ack.py): the ACK is written in the message's own delimiters
-    even when they are not ``usable``: MSH-2 is ``seps[1:5]``, the encoding characters
-    with the standard ones filled in where the received MSH-2 was shorter; MSH-7 ends
-    in ``+HHMM``/``-HHMM``; MSH-12 is ``2.5.1``.  When the field separator is one of
-    those (``MSH~^~...``: filled-in repetition ``~``; ``MSH+^~\\&+...``: the time zone
-    sign) the ACK's fields shift; an LF among the encoding characters (``MSH^\\nPV1|``)
-    starts a segment in the ACK's MSH-2; field separator 0x1C puts the MLLP end block
-    0x1C 0x0D in the ACK; an encoding character that is a letter splits ``ACK``.  Only
-    the basic shape is checked then."""
-    return not usable(seps)
 
 
 def check_message(data: bytes, cfg: Any = BASE_CFG) -> None:
@@ -528,7 +508,7 @@ def test_ack_of_any_header(data: bytes, code: str, err: int, text: str, location
     check_ack(ack, header, code, err, location, text)
 
 
-# --------------------------------------------------------------------------- known bugs
+# --------------------------------------------------------------------------- found bugs, kept
 
 
 def _ack_for(data: bytes, code: str = "AA") -> tuple[bytes, adt.Header | None]:
@@ -536,18 +516,48 @@ def _ack_for(data: bytes, code: str = "AA") -> tuple[bytes, adt.Header | None]:
     return hl7ack.build(header, code, 0 if code == "AA" else 201, "", "", header.event if header else ""), header
 
 
-@pytest.mark.xfail(strict=True, reason="ebw/hl7/ack.py: defaulted MSH-2 character equal to the field separator")
-def test_known_bug_ack_msh2_default_is_the_field_separator() -> None:
-    ack, header = _ack_for(b"MSH~^~A~B~C~D~20261128~~ADT^A04~CID1~P~2.5.1\r")
-    assert header is not None and header.seps == b"~^~\\&"
-    check_ack(ack, header, "AA", strict=True)  # ACK MSH-3 reads "\\&", MSH-9 "" ...
+# Found by this suite: the ACK was written in the message's own delimiters whatever
+# they were.  A defaulted MSH-2 character equal to the field separator (MSH-2 ``^``
+# with field separator ``~``: repetition ``~`` filled in) shifted the ACK's fields
+# (MSH-3 read ``\\&``, MSH-9 empty); so did field separator ``+`` or ``-``, the sign of
+# MSH-7's UTC offset; field separator 0x1C put the MLLP end block in the ACK
+# (``MSA\x1cAA\x1c`` + CR: the frame ended there); an LF among the encoding characters
+# started a segment inside the ACK's MSH-2.  Such delimiters are now answered with the
+# standard ones, the copied fields restated: components, repetitions, subcomponents
+# and escape sequences keep their roles.
+SIGN = hl7ack._now()[-5:-4]  # + or -: the sign of this machine's UTC offset
+STANDARD_ANSWERS = [
+    # (message, its MSH-10, MSA-2 of the ACK)
+    (b"MSH~^~A~B~C~D~20261128~~ADT^A04~CID1~P~2.5.1\r", b"CID1", b"CID1"),
+    (b"MSH|^~\\&|A|B|C|D|20261128||ADT^A04|C\\F\\ID|P|2.5.1\r".replace(b"|", SIGN), b"C\\F\\ID", b"C\\F\\ID"),
+    (b"MSH-^~\\&-A-B-C-D-20261128--ADT^A04-CID1-P-2.5.1\r", b"CID1", b"CID1"),
+    (b"MSH+^~\\&+A+B+C+D+20261128++ADT^A04+CID1+P+2.5.1\r", b"CID1", b"CID1"),
+    (b"MSH\x1c^~\\&\x1cA\x1cB\x1cC\x1cD\x1c20261128\x1c\x1cADT^A04\x1c\x1cP\x1c2.5.1\r", b"", b""),
+    (b"MSH\x1c^~\\&\x1cA\x1cB\x1cC\x1cD\x1c20261128\x1c\x1cADT^A04\x1cC|D\x1cP\x1c2.5.1\r", b"C|D", b"C\\F\\D"),
+    (b"MSH|\n~\\&|A|B|C|D|20261128||ADT|C\nI^D|P|2.5.1\r", b"C\nI^D", b"C^I\\S\\D"),
+    (b"MSH#+%!@#A#B#C#D#20261128##ADT+A04#C+I%D!F!@|^#P#2.5.1\r", b"C+I%D!F!@|^", b"C^I~D\\F\\&\\F\\\\S\\"),
+    (b"MSH|Q~\\&|A|B|C|D|20261128||ADTQA04|CIDQ1|P|2.5.1\r", b"CIDQ1", b"CID^1"),  # a letter: "ACK" could split
+    (b"MSH|\xd8~\\&|A|B|C|D|20261128||ADT\xd8A04|C\xd8ID|P|2.5.1\r", b"C\xd8ID", b"C^ID"),
+]
 
 
-@pytest.mark.xfail(strict=True, reason="ebw/hl7/ack.py: field separator + or - splits the ACK's MSH-7 time zone")
-def test_known_bug_ack_sign_field_separator() -> None:
-    sign = hl7ack._now()[-5:-4]  # + or -: the sign of this machine's UTC offset
-    ack, header = _ack_for(b"MSH|^~\\&|A|B|C|D|20261128||ADT^A04|CID1|P|2.5.1\r".replace(b"|", sign))
-    check_ack(ack, header, "AA", strict=True)  # ACK MSH-8 is the zone's HHMM, MSH-9 is empty
+@pytest.mark.parametrize(("data", "control_id", "msa_2_expected"), STANDARD_ANSWERS)
+def test_ack_to_unusable_delimiters_uses_the_standard_ones(
+    data: bytes, control_id: bytes, msa_2_expected: bytes
+) -> None:
+    for code in ("AA", "AE"):
+        ack, header = _ack_for(data, code)
+        assert header is not None and header.control_id == control_id
+        check_ack(ack, header, code, 0 if code == "AA" else 201)
+        assert ack.startswith(b"MSH|^~\\&|C|D|A|B|")
+        assert msa_2(ack) == msa_2_expected
+
+
+def test_ack_keeps_usable_delimiters() -> None:
+    ack, header = _ack_for(b"MSH#$%!@#A#B#C#D#20261128##ADT$A04#C$I%D!F!@|^#P#2.5.1\r")
+    check_ack(ack, header, "AA")
+    assert ack.startswith(b"MSH#$%!@#C#D#A#B#") and b"#ACK$A04$ACK#" in ack
+    assert msa_2(ack) == b"C$I%D!F!@|^"  # byte for byte
 
 
 # Found by this suite: a non-ASCII component separator was written as ``?`` in ERR-2
@@ -558,14 +568,8 @@ def test_ack_non_ascii_component_separator(fs: bytes) -> None:
     data = b"MSH|\xd8~\\&|A|B|C|D|20261128||ORU\xd8R01|CID1|P|2.5.1\r".replace(b"|", fs)
     header = ingest._header_of(data)
     ack = hl7ack.build(header, "AR", 200, "", "MSH^1^9^1^1", "")
-    check_ack(ack, header, "AR", 200, "MSH^1^9^1^1", "", strict=True)
-    assert b"MSH?1" not in ack
-
-
-@pytest.mark.xfail(strict=True, reason="ebw/hl7/ack.py: field separator 0x1C puts the MLLP end block in the ACK")
-def test_known_bug_ack_fs_1c() -> None:
-    ack, header = _ack_for(b"MSH\x1c^~\\&\x1cA\x1cB\x1cC\x1cD\x1c20261128\x1c\x1cADT^A04\x1c\x1cP\x1c2.5.1\r")
-    check_ack(ack, header, "AA", strict=True)  # "MSA\x1cAA\x1c" + CR: the frame ends there
+    check_ack(ack, header, "AR", 200, "MSH^1^9^1^1", "")
+    assert b"MSH^1^9^1^1" in ack
 
 
 # Found by this suite: received MSH fields were copied byte for byte, so an MSH-10
@@ -586,7 +590,7 @@ def test_ack_control_id_with_control_bytes(control_id: bytes, msa_2_expected: by
     for code in ("AA", "AR"):
         ack, header = _ack_for(data, code)
         assert header is not None and header.control_id == control_id
-        check_ack(ack, header, code, 0 if code == "AA" else 201, strict=True)
+        check_ack(ack, header, code, 0 if code == "AA" else 201)
         assert msa_2(ack) == msa_2_expected
         assert FrameReader(1 << 20).feed(frame(ack)) == [ack]
 

@@ -92,3 +92,27 @@ def test_restate():
     assert ack.restate(b"A^B", b"#^~^&", std) == b"A^B"  # one byte, two roles: component wins
     assert ack.restate(b"A\nB", b"|\n~\\&", std) == b"A^B"  # an LF component separator
     assert ack.escape_text("a|b\x1c", std) == b"a\\F\\b\\X1C\\"
+
+
+def test_ack_separators():
+    for usable in (b"|^~\\&", b"#^~\\&", b"!$%@/", b"|^~\\_"):
+        assert ack.ack_separators(usable) == usable
+    for unusable in (
+        b"~^~\\&",  # the repetition character is the field separator
+        b"+^~\\&",  # the sign of MSH-7's UTC offset
+        b"|^~\\.",  # in MSH-12 2.5.1
+        b"\x1c^~\\&",  # MLLP's end block
+        b"|\n~\\&",  # a segment break
+        b"|\xd8~\\&",  # not ASCII
+        b"|A~\\&",  # a letter
+        b"| ~\\&",  # a space
+    ):
+        assert ack.ack_separators(unusable) == b"|^~\\&"
+
+
+def test_unusable_delimiters_are_answered_with_the_standard_ones():
+    raw = corpus("001_a04_register.hl7").replace(b"|", b"+").replace(b"MSG00001", b"MSG|00001")
+    h = parse(raw).header
+    out = ack.build(h, "AA").split(b"\r")
+    assert out[0].startswith(b"MSH|^~\\&|EBW|GENHOSP|EPIC|GENHOSP|")
+    assert out[1] == b"MSA|AA|MSG\\F\\00001"
