@@ -99,7 +99,8 @@ DEFAULT_MAPPING = Mapping()
 
 @dataclass(slots=True)
 class Header:
-    """The MSH fields EBW needs, raw (ACKs copy them byte for byte)."""
+    """The MSH fields EBW needs, raw as received (``ack.build`` copies them through
+    ``ack.restate``)."""
 
     seps: bytes
     msh3: bytes = b""
