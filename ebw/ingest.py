@@ -20,7 +20,8 @@ from .committer import Committer
 from .config import EndpointConfig
 from .errors import ParseError, RejectError, StoreError
 from .hl7 import ack as hl7ack
-from .hl7.adt import Change, Header, Mapping, parse, parse_header
+from .hl7._scan_ref import BAD_SEGMENT_ID
+from .hl7.adt import KNOWN_EVENTS, Change, Header, Mapping, parse, parse_header
 from .hl7.scan import scan
 from .hl7.text import CHARSETS
 from .log import shape
@@ -115,7 +116,7 @@ class Hl7Endpoint:
         self.committer.submit(job).add_done_callback(_ignore_result)
 
     def _answer(self, header: Header | None, code: str, err: int, text: str, location: str, event: str) -> bytes:
-        metrics.hl7_messages.labels(self.ep, event or "unknown", code).inc()
+        metrics.hl7_messages.labels(self.ep, event_label(event), code).inc()
         return hl7ack.build(header, code, err, text, location, event)
 
     def oversize(self, partial: bytes) -> bytes:
@@ -123,6 +124,17 @@ class Hl7Endpoint:
         header = _header_of(partial)
         log.warning("%s: MSH-10 %s frame over the size cap", self.ep, _cid(header))
         return self._answer(header, "AR", 207, "Message too large", "", header.event if header else "")
+
+
+def event_label(event: str) -> str:
+    """The ``event`` label of ``ebw_hl7_messages_total``: a trigger event EBW knows
+    (``adt.KNOWN_EVENTS``, the list of docs/hl7-interface.md section 3) by its name,
+    ``unknown`` when none could be read, ``other`` for anything else.  The label set
+    stays bounded whatever senders put in MSH-9 (each value is a time series kept
+    for the life of the process)."""
+    if not event:
+        return "unknown"
+    return event if event in KNOWN_EVENTS else "other"
 
 
 def _journal_header(now: float, ep: str, header: Header | None, ack: str, event: str, outcome: str) -> dict[str, Any]:
@@ -138,14 +150,31 @@ def _ignore_result(fut: Any) -> None:
         fut.exception()
 
 
+_MSH_ONLY = frozenset({"MSH"})
+
+
 def _header_of(data: bytes) -> Header | None:
-    """The MSH of a message that could not be fully read, if its first segment is readable."""
+    """The MSH of a message that could not be fully read, if it is readable.
+
+    The MSH is read as ``parse`` reads it: the whole message is scanned (leading
+    BOM and blank lines skipped, segment breaks found by the same rules), so MSH-10
+    is the same bytes.  When a later segment has a bad ID, the message up to that
+    segment is scanned again with ``ZZZ`` in its place.  That finds every break
+    before it exactly as in the whole message: the break before a bad segment is a
+    CR (a lone LF breaks only before a valid segment ID or trailing whitespace), and
+    a bad segment, like ``ZZZ``, holds something other than whitespace.
+    """
     try:
-        end = data.find(b"\r")
-        seps, nseg, segments = scan(data if end < 0 else data[: end + 1])
-        return parse_header(seps, segments[0][1], nseg)
-    except (ParseError, IndexError):
-        return None
+        seps, nseg, segments = scan(data, _MSH_ONLY)
+    except ParseError as exc:
+        if exc.reason != BAD_SEGMENT_ID or exc.offset <= 0:
+            return None  # empty, no MSH, bad field separator: no MSH to read
+        try:
+            seps, nseg, segments = scan(data[: exc.offset] + b"ZZZ", _MSH_ONLY)
+        except ParseError:
+            return None
+        nseg -= 1
+    return parse_header(seps, segments[0][1], nseg)
 
 
 def _cid(header: Header | None) -> str:

@@ -27,7 +27,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 hl7_messages = Counter(
     "ebw_hl7_messages_total",
-    "HL7 messages answered, by endpoint, trigger event and ACK code.",
+    "HL7 messages answered, by endpoint, trigger event and ACK code "
+    "(event: a known ADT trigger event, 'other' for any other, 'unknown' when none was read).",
     ["endpoint", "event", "ack"],
 )
 hl7_ack_seconds = Histogram(

@@ -1,17 +1,27 @@
 """Original-mode HL7 acknowledgements (MSA-1 AA / AE / AR), built as bytes.
 
-The ACK copies the received MSH fields byte for byte (no decode/re-encode):
-MSH-3/4 <- received MSH-5/6, MSH-5/6 <- received MSH-3/4, MSH-9
-``ACK^<event>^ACK``, MSH-11/12 copied, MSA-2 = received MSH-10.  AE and AR
-carry an ERR segment (ERR-2 location, ERR-3 table 0357 code, ERR-4 severity,
-ERR-8 user message) -- never patient data.
+The ACK copies received MSH fields without decoding them: MSH-3/4 <- received
+MSH-5/6, MSH-5/6 <- received MSH-3/4, MSH-9 ``ACK^<event>^ACK``, MSH-11/12 (and
+MSH-18) copied, MSA-2 = received MSH-10.  AE and AR carry an ERR segment (ERR-2
+location, ERR-3 table 0357 code, ERR-4 severity, ERR-8 user message) -- never
+patient data.
+
+Whatever arrives, the ACK is well-formed HL7 and survives MLLP framing: it is
+written with the message's delimiters when they are usable, else with the
+standard ``|^~\\&`` (``ack_separators``); every copied field goes through
+``restate`` (delimiters kept in their roles, a control byte becomes ``\\Xhh\\``),
+the error text through ``escape_text``.  docs/hl7-interface.md section 5 states
+the rules for senders.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import re
 import time
+from collections.abc import Callable
 
 from .adt import Header
 
@@ -33,6 +43,15 @@ _TEXTS = {
     207: "Application internal error",
 }
 
+# What an ACK's delimiter may be: printable ASCII that is not a letter or digit
+# (segment IDs, codes, control IDs), not + or - (the UTC offset of MSH-7), not .
+# (MSH-12 2.5.1), not a space.
+DELIMITER_BYTES = frozenset(b"!\"#$%&'()*,/:;<=>?@[\\]^_`{|}~")
+
+# Never copied as they are: the C0 controls (CR, LF, MLLP's 0x0B and 0x1C among them)
+# and DEL.  Each is written as the escape sequence <esc>Xhh<esc>.
+CONTROL_BYTES = frozenset(range(0x20)) | {0x7F}
+
 _seq = itertools.count(1)
 
 
@@ -40,6 +59,62 @@ def control_id() -> bytes:
     """A new MSH-10 for an outbound message: unique across processes and restarts
     (milliseconds since the epoch, pid, per-process sequence), at most 20 characters."""
     return f"{int(time.time() * 1000):x}{os.getpid() % 0x10000:04x}{next(_seq) % 0x10000:04x}".encode()
+
+
+def ack_separators(seps: bytes) -> bytes:
+    """The delimiters of the ACK to a message written with ``seps`` (field separator
+    and MSH-2 as the scanner gives them): the message's own when they are usable --
+    five different ``DELIMITER_BYTES`` -- as a sender expects its own delimiters back;
+    else the standard ``|^~\\&``."""
+    if len(seps) == 5 and len(set(seps)) == 5 and DELIMITER_BYTES.issuperset(seps):
+        return bytes(seps)
+    return DEFAULT_SEPS
+
+
+@functools.lru_cache(maxsize=64)
+def _rewriter(seps_in: bytes | None, seps_out: bytes) -> Callable[[bytes], bytes]:
+    """``restate`` (``seps_in`` None: ``escape_text``) for one pair of delimiter sets,
+    as one compiled substitution: a byte-to-bytes table, applied by ``re.sub`` to
+    the bytes that change (none, for an ordinary field)."""
+    esc = seps_out[3:4]
+    table: dict[int, bytes] = {b: esc + b"X%02X" % b + esc for b in CONTROL_BYTES}
+    for code, b in zip(b"FSRET", seps_out, strict=True):
+        table[b] = esc + bytes([code]) + esc
+    if seps_in is not None:
+        # A delimiter of the received field keeps its role.  Where the sender used one
+        # byte for two roles, the role it has when the field is split wins:
+        # repetition, then component, then subcomponent, then escape.
+        for k in (3, 4, 1, 2):  # escape, subcomponent, component, repetition: the last write wins
+            table[seps_in[k]] = seps_out[k : k + 1]
+    changed = {b: out for b, out in table.items() if out != bytes([b])}
+    if not changed:
+        return bytes
+    pattern = re.compile(b"[" + b"".join(b"\\x%02x" % b for b in sorted(changed)) + b"]")
+
+    def rewrite(raw: bytes) -> bytes:
+        return pattern.sub(lambda m: changed[m[0][0]], raw)
+
+    return rewrite
+
+
+def restate(raw: bytes, seps_in: bytes, seps_out: bytes) -> bytes:
+    """A field of a message written with the delimiters ``seps_in``, for a message
+    written with ``seps_out``.
+
+    Byte by byte: a repetition, component, subcomponent or escape character of
+    ``seps_in`` becomes that of ``seps_out`` (so escape sequences keep their body);
+    any other byte that is one of ``seps_out`` is escaped (``\\F\\ \\S\\ \\R\\ \\E\\
+    \\T\\``); a control byte (``CONTROL_BYTES``) becomes ``\\Xhh\\``, two upper-case
+    hex digits; every other byte is kept.  With the same delimiters in and out, only
+    the control bytes change: a field cannot hold its message's field separator.
+    """
+    return _rewriter(bytes(seps_in), bytes(seps_out))(bytes(raw))
+
+
+def escape_text(text: str, seps: bytes) -> bytes:
+    """``text`` as the value of a field of a message written with ``seps``: ASCII
+    (other characters ``?``), every delimiter escaped, control characters ``\\Xhh\\``."""
+    return _rewriter(None, bytes(seps))(text.encode("ascii", "replace"))
 
 
 def _now() -> bytes:
@@ -60,48 +135,50 @@ def build(
     event: str = "",
 ) -> bytes:
     """The ACK message (without MLLP framing) for ``header`` (None: MSH unreadable)."""
-    seps = header.seps if header is not None else DEFAULT_SEPS
-    f = seps[0:1]
-    c = seps[1:2]
     if header is None:
         header = Header(seps=DEFAULT_SEPS)
-    ev = (event or header.event).encode("latin_1", "replace")
+    received = header.seps
+    seps = ack_separators(received)
+    f = seps[0:1]
+    c = seps[1:2]
+
+    def copy(raw: bytes) -> bytes:
+        return restate(raw, received, seps)
+
+    ev = copy((event or header.event).encode("latin_1", "replace"))
     msh = f.join(
         [
             b"MSH",
             seps[1:5],
-            header.msh5 or b"EBW",
-            header.msh6,
-            header.msh3,
-            header.msh4,
+            copy(header.msh5) or b"EBW",
+            copy(header.msh6),
+            copy(header.msh3),
+            copy(header.msh4),
             _now(),
             b"",
             b"ACK" + c + ev + c + b"ACK" if ev else b"ACK",
             control_id(),
-            header.processing_id or b"P",
-            header.version or b"2.5.1",
+            copy(header.processing_id) or b"P",
+            copy(header.version) or b"2.5.1",
         ]
     )
     if header.charset:
-        msh += f * 7 + header.charset
-    segments = [msh, f.join([b"MSA", ack.encode(), header.control_id])]
+        msh += f * 6 + copy(header.charset)  # MSH-13 to MSH-17 empty
+    segments = [msh, f.join([b"MSA", ack.encode(), copy(header.control_id)])]
     if ack != "AA":
-        err_text = (text or _TEXTS.get(code, "Error")).encode("ascii", "replace")
-        for bad in (f, c, seps[2:3], seps[3:4], seps[4:5]):
-            err_text = err_text.replace(bad, b" ")
-        loc = location.replace("^", chr(c[0])).encode("ascii", "replace") if location else b""
+        loc = location.replace("^", chr(c[0])).encode("latin_1", "replace") if location else b""
         segments.append(
             f.join(
                 [
                     b"ERR",
                     b"",
                     loc,
-                    str(code).encode() + c + _TEXTS.get(code, "Error").encode() + c + b"HL70357",
+                    str(code).encode() + c + escape_text(_TEXTS.get(code, "Error"), seps) + c + b"HL70357",
                     b"E",
                     b"",
                     b"",
                     b"",
-                    err_text,
+                    escape_text(text or _TEXTS.get(code, "Error"), seps),
                 ]
             )
         )

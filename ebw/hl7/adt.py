@@ -99,7 +99,8 @@ DEFAULT_MAPPING = Mapping()
 
 @dataclass(slots=True)
 class Header:
-    """The MSH fields EBW needs, raw (ACKs copy them byte for byte)."""
+    """The MSH fields EBW needs, raw as received (``ack.build`` copies them through
+    ``ack.restate``)."""
 
     seps: bytes
     msh3: bytes = b""
@@ -262,20 +263,34 @@ XPN_ORDER = (1, 2, 3, 5, 4)  # family, given, middle, prefix (XPN-5), suffix (XP
 XCN_ORDER = (2, 3, 4, 6, 5)  # XCN-1 is the ID
 
 
-def _choose_id(ids: list[tuple[str, str, str]], mapping: Mapping) -> tuple[str, str, str] | None:
-    """The identifier the mapping names (type and/or authority), else the first."""
-    ids = [i for i in ids if i[0] and i[0] != NULL]
-    if not ids:
-        return None
+def _choose_id(raw: bytes, seps: bytes, dec: Decoder, mapping: Mapping) -> tuple[str, str, str] | None:
+    """(id, authority, type) of the repetition of the CX list ``raw`` (PID-3, MRG-1)
+    that the mapping names (type and/or authority), else of the first with an id.
+
+    Repetitions are read in order, and only until the named one: a repetition seen
+    before or with an empty CX-1 cannot change the choice and is not decoded.  A
+    field of a million repetitions (a hostile 1 MB PID-3) then costs one split and
+    one ``dict`` build, not a million decodes; only distinct repetitions with an id,
+    before the one chosen, are decoded, each once.
+    """
     want_type, want_auth = mapping.patient_id_type.upper(), mapping.patient_id_authority
-    for i in ids:
+    cs = seps[1:2]
+    first = None
+    for rep in dict.fromkeys(reps(raw, seps)):  # in order, each value once
+        if not rep or rep.startswith(cs):
+            continue  # CX-1 empty
+        i = _cx(rep, seps, dec)
+        if not i[0] or i[0] == NULL:
+            continue
         if (not want_type or i[2] == want_type) and (not want_auth or i[1] == want_auth):
             return i
-    return ids[0]
+        if first is None:
+            first = i
+    return first
 
 
 def _read_pid(change: Change, pid: list[bytes], seps: bytes, dec: Decoder, mapping: Mapping) -> None:
-    chosen = _choose_id([_cx(r, seps, dec) for r in reps(fld(pid, 3), seps)], mapping)
+    chosen = _choose_id(fld(pid, 3), seps, dec, mapping)
     if chosen is None:
         raise RejectError("AE", 101, "Required field missing: patient identifier list", "PID^1^3")
     change.patient_key = f"{chosen[1]}|{chosen[0]}"
@@ -286,7 +301,7 @@ def _read_pid(change: Change, pid: list[bytes], seps: bytes, dec: Decoder, mappi
     names = reps(fld(pid, 5), seps)
     name_raw = b""
     if names:
-        name_raw = next((n for n in names if at(comps(n, seps), 7).upper() == b"L"), names[0])
+        name_raw = next((n for n in dict.fromkeys(names) if at(comps(n, seps), 7).upper() == b"L"), names[0])
     p["PatientName"] = _pn(name_raw, seps, dec, XPN_ORDER) if names else None
     birth = fld(pid, 7)
     if birth == b'""':
@@ -352,7 +367,7 @@ def _encounter_key(
 
 
 def _read_mrg(change: Change, mrg: list[bytes], seps: bytes, dec: Decoder, mapping: Mapping) -> None:
-    chosen = _choose_id([_cx(r, seps, dec) for r in reps(fld(mrg, 1), seps)], mapping)
+    chosen = _choose_id(fld(mrg, 1), seps, dec, mapping)
     if chosen is not None:
         change.prior_patient = (chosen[0], chosen[1])
     ident, authority, _ = _cx(at(reps(fld(mrg, 3), seps), 1), seps, dec)

@@ -69,16 +69,16 @@ class Decoder:
         i, n = 0, len(raw)
         field_s, comp_s, rep_s, _esc_s, sub_s = (self.seps[k : k + 1] for k in range(5))
         while i < n:
-            b = raw[i : i + 1]
-            if b != esc:
-                pending += b
-                i += 1
-                continue
-            j = raw.find(esc, i + 1)
-            if j < 0:  # unterminated escape: keep it literally
+            start = raw.find(esc, i)
+            if start < 0:
                 pending += raw[i:]
                 break
-            seq = raw[i + 1 : j]
+            pending += raw[i:start]  # the text up to the escape character, in one piece
+            j = raw.find(esc, start + 1)
+            if j < 0:  # unterminated escape: keep it literally
+                pending += raw[start:]
+                break
+            seq = raw[start + 1 : j]
             i = j + 1
             code, arg = seq[:1], seq[1:]
             if code == b"F":

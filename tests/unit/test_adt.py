@@ -150,3 +150,74 @@ def test_default_charset_when_msh18_is_empty():
     assert parse(raw, Mapping(charset="latin_1")).patient["PatientName"].startswith("DOÉ")
     c = parse(raw)  # default UTF-8: not valid UTF-8, falls back (counted) to cp1252
     assert c.patient["PatientName"].startswith("DOÉ") and c.charset_fallback
+
+
+# A hostile PID-3 of many repetitions (1 MB: the default frame cap) used to be read by
+# decoding every repetition before choosing one: ~5 s for a million empty ones, the
+# worker's event loop blocked all along.  Repetitions are now read in order until the
+# one the mapping names, each distinct value once, empty CX-1s skipped undecoded.
+# These tests count the work (repetitions decoded), never time it.
+
+MR = b"555123^^^GENHOSP^MR"
+
+
+def _with_field(segment: bytes, n: int, value: bytes) -> bytes:
+    segs = corpus("001_a04_register.hl7").split(b"\r")
+    for k, seg in enumerate(segs):
+        if seg.startswith(segment):
+            fields = seg.split(b"|")
+            fields[n] = value
+            segs[k] = b"|".join(fields)
+    return b"\r".join(segs)
+
+
+@pytest.mark.parametrize(
+    ("pid3", "decoded"),
+    [
+        (b"~" * 1_000_000 + MR, 1),  # empty repetitions: none decoded
+        (b"^^~" * 330_000 + MR, 1),  # empty CX-1: not decoded
+        (b"X^^^A^PI~" * 110_000 + MR, 2),  # one value a hundred thousand times: decoded once
+        (MR + b"~" + b"~".join(b"%d^^^A^PI" % k for k in range(100_000)), 1),  # stops at the named one
+        (b"~".join(b"%d^^^A^PI" % k for k in range(1000)) + b"~" + MR, 1001),  # each distinct one before it, once
+    ],
+)
+def test_huge_pid3_decodes_only_what_the_choice_needs(monkeypatch, pid3, decoded):
+    from ebw.hl7 import adt
+
+    calls: list[bytes] = []
+    real = adt._cx
+
+    def counting(rep, seps, dec):
+        calls.append(rep)
+        return real(rep, seps, dec)
+
+    monkeypatch.setattr(adt, "_cx", counting)
+    c = parse(_with_field(b"PID", 3, pid3))
+    assert (c.patient["PatientID"], c.patient["IssuerOfPatientID"]) == ("555123", "GENHOSP")
+    assert len([r for r in calls if r != b"V999^^^GENHOSP^VN"]) == decoded  # PV1-19 is read with _cx too
+
+
+def test_pid3_choice_is_unchanged():
+    """The first repetition the mapping names, else the first with an id, as before."""
+    pid3 = b'~^^^A^MR~""^^^A^MR~7^^^B^PI~7^^^B^PI~8^^^C^MR~9^^^D^MR'
+    c = parse(_with_field(b"PID", 3, pid3))
+    assert (c.patient["PatientID"], c.patient["IssuerOfPatientID"]) == ("8", "C")
+    c = parse(_with_field(b"PID", 3, pid3.replace(b"MR", b"XX")))
+    assert (c.patient["PatientID"], c.patient["IssuerOfPatientID"]) == ("7", "B")
+
+
+def test_huge_pid5_looks_at_each_distinct_name_once(monkeypatch):
+    from ebw.hl7 import adt
+
+    calls = 0
+    real = adt.comps
+
+    def counting(raw, seps):
+        nonlocal calls
+        calls += 1
+        return real(raw, seps)
+
+    monkeypatch.setattr(adt, "comps", counting)
+    c = parse(_with_field(b"PID", 5, b"~" * 1_000_000 + b"DOE^JANE^^^^^L"))
+    assert c.patient["PatientName"] == "DOE^JANE"
+    assert calls < 100  # the other fields read take a few dozen; not one per repetition

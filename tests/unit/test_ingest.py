@@ -1,0 +1,66 @@
+"""``ebw.ingest.Hl7Endpoint`` without a server (a stub committer, no store): what it counts."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+from ebw import config, ingest, metrics
+from ebw.hl7.adt import KNOWN_EVENTS
+from tests.conftest import msa
+
+CFG = config.load({}).endpoint
+
+
+class _Committer:
+    """Every job 'applies' at once; nothing is stored."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def submit(self, job: object) -> asyncio.Future:
+        fut = self.loop.create_future()
+        fut.set_result(types.SimpleNamespace(accessions=0, outcome="test"))
+        return fut
+
+
+def _message(msh_9: str, control_id: str) -> bytes:
+    return (
+        f"MSH|^~\\&|EPIC|GENHOSP|EBW|GENHOSP|20261128093000||{msh_9}|{control_id}|P|2.5.1\r"
+        "EVN||20261128093000\rPID|1||555^^^GENHOSP^MR||DOE^JANE\r"
+    ).encode()
+
+
+def _counted(endpoint: str) -> dict[tuple[str, str], float]:
+    """(event, ack) -> messages counted for ``endpoint``."""
+    return {
+        (s.labels["event"], s.labels["ack"]): s.value
+        for family in metrics.hl7_messages.collect()
+        for s in family.samples
+        if s.name == "ebw_hl7_messages_total" and s.labels["endpoint"] == endpoint
+    }
+
+
+def test_event_label_is_bounded():
+    assert all(ingest.event_label(ev) == ev for ev in KNOWN_EVENTS)
+    assert ingest.event_label("") == "unknown"
+    for hostile in ("Z99", "A99", "a04", "A04 ", "R01", "X" * 1000, "A\x0004", "É"):
+        assert ingest.event_label(hostile) == "other"
+
+
+def test_fifty_unknown_events_are_one_label_value():
+    loop = asyncio.new_event_loop()
+    try:
+        endpoint = ingest.Hl7Endpoint("labels", lambda: CFG, None, _Committer(loop))  # type: ignore[arg-type]
+
+        def send(data: bytes) -> str:
+            return msa(loop.run_until_complete(endpoint.handle(data)))[0]
+
+        for i in range(50):
+            assert send(_message(f"ADT^Z{i:02d}", f"U{i}")) == "AR"  # 201: unsupported event
+        assert send(_message("ORU^R01", "O1")) == "AR"  # 200: not ADT
+        assert send(_message("ADT^A04", "K1")) == "AA"
+        assert send(b"not HL7") == "AR"
+    finally:
+        loop.close()
+    assert _counted("labels") == {("other", "AR"): 51, ("A04", "AA"): 1, ("unknown", "AR"): 1}
