@@ -80,11 +80,11 @@ class Hl7Endpoint:
             try:
                 applied = await self.committer.submit(self._job(change, cfg, frame))
             except StoreError as exc:
-                log.error("%s: MSH-10 %s not stored: %s", self.ep, change.control_id, exc)
+                log.error("%s: MSH-10 %s not stored: %s", self.ep, _cid(change.header), exc)
                 return self._answer(change.header, "AE", 207, "Not stored, please resend", "", event)
             if applied.accessions:
                 metrics.accessions_issued.labels(self.ep).inc(applied.accessions)
-            log.debug("%s: MSH-10 %s %s %s", self.ep, change.control_id, event, applied.outcome)
+            log.debug("%s: MSH-10 %s %s %s", self.ep, _cid(change.header), event, applied.outcome)
             return self._answer(change.header, "AA", 0, "", "", event)
         finally:
             self.in_flight -= 1
@@ -177,5 +177,10 @@ def _header_of(data: bytes) -> Header | None:
     return parse_header(seps, segments[0][1], nseg)
 
 
+_LOG_SAFE = {i: f"\\x{i:02x}" for i in [*range(32), 127, 92]}  # control bytes and the backslash
+
+
 def _cid(header: Header | None) -> str:
-    return header.control_id.decode("latin_1", "replace") if header else "?"
+    """MSH-10 for a log line: control bytes written as ``\\xNN``, so a crafted MSH-10
+    cannot start a fake log line."""
+    return header.control_id.decode("latin_1").translate(_LOG_SAFE) if header else "?"

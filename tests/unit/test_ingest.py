@@ -64,3 +64,12 @@ def test_fifty_unknown_events_are_one_label_value():
     finally:
         loop.close()
     assert _counted("labels") == {("other", "AR"): 51, ("A04", "AA"): 1, ("unknown", "AR"): 1}
+
+
+def test_control_ids_in_log_lines_cannot_forge_lines():
+    from ebw.hl7.adt import Header
+
+    header = Header(seps=b"|^~\\&", control_id=b"C1\n2026-11-28 ERROR forged\r\x1c\\x")
+    assert ingest._cid(header) == "C1\\x0a2026-11-28 ERROR forged\\x0d\\x1c\\x5cx"
+    assert ingest._cid(Header(seps=b"|^~\\&", control_id=b"MSG00001")) == "MSG00001"
+    assert ingest._cid(None) == "?"
