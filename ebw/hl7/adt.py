@@ -203,10 +203,17 @@ def parse(data: bytes, mapping: Mapping = DEFAULT_MAPPING) -> Change:
     return change
 
 
+MAX_MERGE_GROUPS = 1000  # PID/MRG pairs in one merge message (real ones carry a few)
+
+
 def _read_merge_groups(
     change: Change, segments: list, seps: bytes, dec: Decoder, mapping: Mapping, required: bool
 ) -> None:
-    """Pair each MRG with the PID before it; the first pair fills ``change``."""
+    """Pair each MRG with the PID before it; the first pair fills ``change``.  More than
+    ``MAX_MERGE_GROUPS`` pairs are refused (AR): each is a merge applied in the write
+    transaction, and tens of thousands would stall the worker for seconds."""
+    if sum(1 for sid, _f in segments if sid == "PID") > MAX_MERGE_GROUPS:
+        raise RejectError("AR", 207, f"Too many PID/MRG groups (at most {MAX_MERGE_GROUPS})", "PID")
     current: Change | None = None
     n = 0
     for sid, fields in segments:

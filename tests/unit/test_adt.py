@@ -221,3 +221,17 @@ def test_huge_pid5_looks_at_each_distinct_name_once(monkeypatch):
     c = parse(_with_field(b"PID", 5, b"~" * 1_000_000 + b"DOE^JANE^^^^^L"))
     assert c.patient["PatientName"] == "DOE^JANE"
     assert calls < 100  # the other fields read take a few dozen; not one per repetition
+
+
+def test_a_merge_with_too_many_groups_is_refused():
+    from ebw.hl7.adt import MAX_MERGE_GROUPS
+
+    head = b"MSH|^~\\&|EHR|H|EBW|H|20261128||ADT^A40^ADT_A39|CM|P|2.5.1\rEVN|A40|20261128\r"
+
+    def a40(n: int) -> bytes:
+        return head + b"".join(b"PID|1||N%d^^^H^MR\rMRG|O%d^^^H^MR\r" % (i, i) for i in range(n))
+
+    assert len(parse(a40(MAX_MERGE_GROUPS)).groups) == MAX_MERGE_GROUPS - 1
+    with pytest.raises(RejectError) as exc:
+        parse(a40(MAX_MERGE_GROUPS + 1))
+    assert (exc.value.ack, exc.value.code) == ("AR", 207)
