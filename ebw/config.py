@@ -375,6 +375,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest P-DATA PDU EBW accepts from a peer (bytes).",
     ),
     Setting(
+        "EBW_STUDIES_RESERVE_MB",
+        "studies_reserve_mb",
+        "1024",
+        _int_range(0, 10_000_000),
+        "Free space (MiB) kept on the data directory's filesystem for the encounter index: a C-STORE "
+        "that would leave less is refused with 0xA700 (Out of Resources; the modality keeps the images), "
+        "so studies waiting for an unreachable PACS cannot stop ADT from being stored.",
+    ),
+    Setting(
         "EBW_JOURNAL_RETENTION_DAYS",
         "journal_retention_days",
         "30",
@@ -739,6 +748,7 @@ class Config:
     mllp_max_connections_per_address: int = 100
     dicom_max_associations: int = 64
     dicom_max_pdu: int = 262144
+    studies_reserve_mb: int = 1024
     http_tls_cert: str = ""
     http_tls_key: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -172,7 +172,9 @@ class Worker:
         )
         self.mllp_servers.append(server)
         index = WorklistIndex(self.store, s.ep, get_cfg)
-        study_in = StudyIn(self.store, s.ep, get_cfg, os.path.abspath(self.cfg.data_dir), self.cfg.fsync)
+        study_in = StudyIn(
+            self.store, s.ep, get_cfg, os.path.abspath(self.cfg.data_dir), self.cfg.fsync, self.cfg.studies_reserve_mb
+        )
         listener = DicomListener(
             index,
             self.endpoints[s.ep],

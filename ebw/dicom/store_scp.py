@@ -107,17 +107,33 @@ def dicom_time(date: str, tm: str, offset: str, zone: _dt.tzinfo) -> float | Non
     return local.replace(tzinfo=zone).timestamp()
 
 
+class ReserveReached(Exception):
+    """A study would eat into the disk space kept for the encounter index."""
+
+
 class StudyIn:
     """The C-STORE and MPPS handlers of one endpoint (in a worker process)."""
 
     def __init__(
-        self, store: Store, ep: str, get_cfg: Callable[[], EndpointConfig], data_dir: str, fsync: bool
+        self,
+        store: Store,
+        ep: str,
+        get_cfg: Callable[[], EndpointConfig],
+        data_dir: str,
+        fsync: bool,
+        reserve_mb: int = 0,
     ) -> None:
         self.store = store
         self.ep = ep
         self.get_cfg = get_cfg
         self.data_dir = data_dir
         self.fsync = fsync
+        self.reserve = reserve_mb * 1024 * 1024  # bytes kept free for the encounter index
+
+    def _room_for(self, size: int) -> bool:
+        """Whether ``size`` more bytes leave the reserve free on the data filesystem."""
+        st = os.statvfs(self.data_dir)
+        return st.f_bavail * st.f_frsize - size >= self.reserve
 
     def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
         return [
@@ -149,6 +165,10 @@ class StudyIn:
             accession_number = str(ds.get("AccessionNumber", "") or "").strip()
             sop_class = str(event.request.AffectedSOPClassUID or "")
             path = self._write(event, study_uid, sop_uid)
+        except ReserveReached as exc:
+            log.error("%s: C-STORE from %s refused: %s", self.ep, calling, exc)
+            metrics.studies_received.labels(self.ep, "A700").inc()
+            return STATUS_OUT_OF_RESOURCES
         except (OSError, ValueError, AttributeError, KeyError) as exc:
             log.error("%s: C-STORE from %s not stored: %s", self.ep, calling, type(exc).__name__)
             metrics.studies_received.labels(self.ep, "A700").inc()
@@ -185,11 +205,13 @@ class StudyIn:
         return STATUS_SUCCESS
 
     def _write(self, event: Any, study_uid: str, sop_uid: str) -> str:
+        data = event.encoded_dataset()  # preamble + file meta + the dataset bytes as received
+        if not self._room_for(len(data)):
+            raise ReserveReached(f"storing {len(data)} bytes would leave less than EBW_STUDIES_RESERVE_MB free")
         directory = study_dir(self.data_dir, self.ep, study_uid)
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, sop_uid + ".dcm")
         tmp = f"{path}.{os.getpid()}.{time.monotonic_ns()}.tmp"
-        data = event.encoded_dataset()  # preamble + file meta + the dataset bytes as received
         with open(tmp, "wb") as f:
             f.write(data)
             if self.fsync:

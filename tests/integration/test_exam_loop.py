@@ -425,3 +425,22 @@ def test_without_an_ehr_the_delay_counts_from_completion(server_factory, tmp_pat
         assert exam["oru"]["state"] == "none" and exam["push"]["state"] == "done"
     finally:
         pacs.close()
+
+
+def test_studies_never_eat_the_space_kept_for_adt(server_factory):
+    """A reserve bigger than the free space: every image is refused with 0xA700 (the
+    modality keeps it), nothing is written, and ADT is still stored."""
+    server = server_factory(EBW_STUDIES_RESERVE_MB="10000000").start()
+    assert msa(server.send(corpus("001_a04_register.hl7")))[0] == "AA"
+    item = the_item(server)
+    ae = AE(ae_title="USCART1")
+    ae.add_requested_context(UltrasoundImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.scp_aet)
+    try:
+        assert assoc.send_c_store(instance(item, str(item.StudyInstanceUID), 1)).Status == 0xA700
+    finally:
+        assoc.release()
+    assert not any((server.data_dir / "studies").rglob("*.dcm")) if (server.data_dir / "studies").exists() else True
+    assert api(server, "/api/exams")["count"] == 0
+    assert "EBW_STUDIES_RESERVE_MB" in server.read_log()
+    assert msa(server.send(corpus("002_a08_update.hl7")))[0] == "AA"
