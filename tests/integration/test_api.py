@@ -4,6 +4,7 @@ env-variable rules on every field, live endpoints across workers, the audit log.
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 from pynetdicom import AE
@@ -156,6 +157,7 @@ def test_changes_are_live_and_a_deleted_endpoint_stops_listening(server):
     # settings: applied without new listeners
     assert server.api("PUT", f"/api/endpoints/{ep['id']}", {"scp_aet": "EDN2", "accession_prefix": "ZZ"})[0] == 200
     wait_for(lambda: find(ep["dicom_port"], "EDN2") is not None, what="the new AE title")
+    time.sleep(1.5)  # one worker has it; every worker has it within a second (README): then both
     with MllpClient("127.0.0.1", ep["hl7_port"], timeout=10) as c:
         assert msa(c.send(corpus("001_a04_register.hl7")))[0] == "AA"
     (item,) = find(ep["dicom_port"], "EDN2")
