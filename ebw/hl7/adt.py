@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import calendar as _calendar
 import datetime as _dt
+import functools
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -239,6 +240,13 @@ def _read_merge_groups(
 
 def _cx(raw_rep: bytes, seps: bytes, dec: Decoder) -> tuple[str, str, str]:
     """(id, authority, type code) of one CX repetition."""
+    t = dec.plain(raw_rep)
+    if t is not None:  # the usual case, as text (same result as below)
+        tc = t.split(chr(seps[1]))
+        n = len(tc)
+        ap = tc[3].split(chr(seps[4])) if n > 3 else [""]
+        auth = ap[0].strip() or (ap[1].strip() if len(ap) > 1 else "")
+        return tc[0].strip(), auth, (tc[4].strip().upper() if n > 4 else "")
     c = comps(raw_rep, seps)
     ident = dec.unescape(at(c, 1)).strip()
     auth_parts = subs(at(c, 4), seps)
@@ -261,8 +269,14 @@ def _pn(raw: bytes, seps: bytes, dec: Decoder, order: tuple[int, ...]) -> str | 
         return None
     if raw == b'""':
         return ""
-    c = comps(raw, seps)
-    parts = [dec.unescape(at(c, i)).strip() for i in order]
+    t = dec.plain(raw)
+    if t is not None:  # the usual case, as text (same result as below)
+        tc = t.split(chr(seps[1]))
+        n = len(tc)
+        parts = [tc[i - 1].strip() if i <= n else "" for i in order]
+    else:
+        c = comps(raw, seps)
+        parts = [dec.unescape(at(c, i)).strip() for i in order]
     return "^".join(parts).rstrip("^")
 
 
@@ -330,12 +344,21 @@ def _read_pv1(change: Change, pv1: list[bytes], seps: bytes, dec: Decoder, zone:
         v["CurrentPatientLocation"] = ""
         v["InstitutionName"] = ""
     elif loc:
-        c = comps(loc, seps)
-        parts = [dec.unescape(at(c, i)).strip() for i in mapping.location_components]
+        t = dec.plain(loc)
+        if t is not None:  # the usual case, as text (same result as below)
+            tc = t.split(chr(seps[1]))
+            n = len(tc)
+            parts = [tc[i - 1].strip() if i <= n else "" for i in mapping.location_components]
+            point_of_care = tc[0].strip()
+            institution = tc[3].split(chr(seps[4]))[0].strip() if n > 3 else ""
+        else:
+            c = comps(loc, seps)
+            parts = [dec.unescape(at(c, i)).strip() for i in mapping.location_components]
+            point_of_care = dec.unescape(at(c, 1)).strip()
+            institution = dec.unescape(at(subs(at(c, 4), seps), 1)).strip()
         v["CurrentPatientLocation"] = mapping.location_separator.join(x for x in parts if x)[:64]
-        v["point_of_care"] = dec.unescape(at(c, 1)).strip()
-        facility = subs(at(c, 4), seps)
-        v["InstitutionName"] = dec.unescape(at(facility, 1)).strip()[:64]
+        v["point_of_care"] = point_of_care
+        v["InstitutionName"] = institution[:64]
     attending = reps(fld(pv1, 7), seps)
     if attending:
         v["ScheduledPerformingPhysicianName"] = _pn(attending[0], seps, dec, XCN_ORDER)
@@ -394,6 +417,7 @@ def _ascii_digits(s: str) -> bool:
     return s.isascii() and s.isdigit()
 
 
+@functools.lru_cache(maxsize=4096)  # a feed repeats its timestamps (same second, same admit time)
 def parse_dtm(raw: bytes, zone: ZoneInfo) -> float | None:
     """HL7 DTM/TS ``YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`` -> UTC epoch seconds.
 

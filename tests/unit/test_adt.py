@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 from hl7apy.parser import parse_message
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.feed import Feed
 from ebw.errors import ParseError, RejectError
 from ebw.hl7.adt import parse, parse_dtm
+from ebw.hl7.text import Decoder
 from tests.conftest import corpus
 
 
@@ -235,3 +238,41 @@ def test_a_merge_with_too_many_groups_is_refused():
     with pytest.raises(RejectError) as exc:
         parse(a40(MAX_MERGE_GROUPS + 1))
     assert (exc.value.ack, exc.value.code) == ("AR", 207)
+
+
+_FEED = [m for _e, m in Feed(seed=11).stream(200)]
+
+
+def _outcome(data: bytes):
+    try:
+        c = parse(data)
+    except (ParseError, RejectError) as exc:
+        return type(exc).__name__, str(exc)
+    return (c.event, c.patient_key, c.encounter_key, c.when, c.patient, c.visit, c.prior_patient, c.segments)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(_FEED),
+    st.lists(
+        st.tuples(
+            st.integers(0, 2000),
+            st.sampled_from([b"\\", b"\\T\\", b"\\S\\", b"\\F\\", b"\xc3\xa9", b"\xe9", b"&", b"^", b"~", b'""']),
+        ),
+        max_size=6,
+    ),
+)
+def test_the_plain_text_fast_path_reads_fields_as_unescaping_does(message, edits):
+    """Field readers take plain ASCII fields as text; with that path off (every field
+    unescaped piece by piece) every message reads the same."""
+    data = bytearray(message)
+    for pos, text in edits:
+        data[pos % len(data) : pos % len(data)] = text
+    fast = _outcome(bytes(data))
+    plain = Decoder.plain
+    Decoder.plain = lambda self, raw: None  # type: ignore[method-assign]
+    try:
+        slow = _outcome(bytes(data))
+    finally:
+        Decoder.plain = plain  # type: ignore[method-assign]
+    assert fast == slow
