@@ -53,15 +53,23 @@ class Hl7Endpoint:
         self.store = store
         self.committer = committer
         self.in_flight = 0  # messages received and not yet answered
+        # per message, so looked up once: the mapping of the settings last seen, metric children
+        self._mapping_of: tuple[EndpointConfig | None, Mapping | None] = (None, None)
+        self._ack_seconds = metrics.hl7_ack_seconds.labels(ep)
+        self._counted: dict[tuple[str, str], Any] = {}
 
     async def handle(self, frame: bytes) -> bytes:
         t0 = time.perf_counter()
         cfg = self.get_cfg()
+        seen_cfg, mapping = self._mapping_of
+        if cfg is not seen_cfg or mapping is None:
+            mapping = mapping_for(cfg)
+            self._mapping_of = (cfg, mapping)
         event = ""
         self.in_flight += 1
         try:
             try:
-                change = parse(frame, mapping_for(cfg))
+                change = parse(frame, mapping)
             except RejectError as exc:
                 header = _header_of(frame)
                 event = header.event if header else ""
@@ -84,11 +92,12 @@ class Hl7Endpoint:
                 return self._answer(change.header, "AE", 207, "Not stored, please resend", "", event)
             if applied.accessions:
                 metrics.accessions_issued.labels(self.ep).inc(applied.accessions)
-            log.debug("%s: MSH-10 %s %s %s", self.ep, _cid(change.header), event, applied.outcome)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: MSH-10 %s %s %s", self.ep, _cid(change.header), event, applied.outcome)
             return self._answer(change.header, "AA", 0, "", "", event)
         finally:
             self.in_flight -= 1
-            metrics.hl7_ack_seconds.labels(self.ep).observe(time.perf_counter() - t0)
+            self._ack_seconds.observe(time.perf_counter() - t0)
 
     def _job(self, change: Change, cfg: EndpointConfig, frame: bytes) -> Callable[[Any], encounters.Applied]:
         store, ep = self.store, self.ep
@@ -116,7 +125,12 @@ class Hl7Endpoint:
         self.committer.submit(job).add_done_callback(_ignore_result)
 
     def _answer(self, header: Header | None, code: str, err: int, text: str, location: str, event: str) -> bytes:
-        metrics.hl7_messages.labels(self.ep, event_label(event), code).inc()
+        counter = self._counted.get((event, code))
+        if counter is None:
+            counter = metrics.hl7_messages.labels(self.ep, event_label(event), code)
+            if len(self._counted) < 1024:  # event_label bounds the label values, not the keys
+                self._counted[(event, code)] = counter
+        counter.inc()
         return hl7ack.build(header, code, err, text, location, event)
 
     def oversize(self, partial: bytes) -> bytes:

@@ -142,8 +142,7 @@ def build(
     f = seps[0:1]
     c = seps[1:2]
 
-    def copy(raw: bytes) -> bytes:
-        return restate(raw, received, seps)
+    copy = _rewriter(bytes(received), bytes(seps))  # restate() of each copied field
 
     ev = copy((event or header.event).encode("latin_1", "replace"))
     msh = f.join(
