@@ -36,23 +36,53 @@ Job = Callable[[Any], Any]
 
 
 class Committer:
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, name: str = "committer") -> None:
+    """``inline=False`` (``EBW_FSYNC=on``): the commit thread above, so the loop keeps
+    reading and parsing while a commit syncs.  ``inline=True`` (``EBW_FSYNC=off``, where
+    a commit only hands pages to the OS): the event loop commits itself, once per loop
+    turn, everything its connections submitted in that turn -- no thread hand-offs
+    and no GIL contention: py-lmdb drops the GIL around every get and put, so a
+    commit thread pays a GIL hand-off per call while the loop parses (about 20% less
+    CPU a message here, see bench/RESULTS.md)."""
+
+    def __init__(
+        self, store: Store, loop: asyncio.AbstractEventLoop, name: str = "committer", inline: bool = False
+    ) -> None:
         self.store = store
         self.loop = loop
-        self.queue: queue.SimpleQueue[tuple[Job, asyncio.Future[Any]] | None] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.inline = inline
         self.before_commit: list[Callable[[Any], None]] = []  # run in each batch txn, last
-        self.thread.start()
+        self.queue: queue.SimpleQueue[tuple[Job, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self.pending: list[tuple[Job, asyncio.Future[Any]]] = []  # inline: this loop turn's jobs
+        self.thread: threading.Thread | None = None
+        if not inline:
+            self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self.thread.start()
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = self.loop.create_future()
-        self.queue.put((job, fut))
+        if self.inline:
+            if not self.pending:
+                self.loop.call_soon(self._flush)
+            self.pending.append((job, fut))
+        else:
+            self.queue.put((job, fut))
         return fut
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish everything queued, then stop the thread."""
+        if self.thread is None:
+            while self.pending:
+                self._flush()
+            return
         self.queue.put(None)
         self.thread.join(timeout)
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+        if self.pending:
+            self.loop.call_soon(self._flush)
+        if batch:
+            _deliver(batch, self._commit(batch))
 
     # -- the thread --------------------------------------------------------------
 

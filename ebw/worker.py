@@ -99,7 +99,7 @@ class Worker:
             self.endpoints = {ep: EndpointConfig.from_dict(d) for ep, d in settings.items()}
             with self.store.read() as txn:
                 self._ep_version = self.store.endpoints_version(txn)
-            self.committer = Committer(self.store, loop)
+            self.committer = Committer(self.store, loop, inline=not self.cfg.fsync)
             self.committer.before_commit.append(self._update_gauges)
             self.committer.before_commit.append(self._prune_journal)
             self._commits = 0

@@ -12,9 +12,9 @@ from ebw.errors import StoreError
 from ebw.store import Store
 
 
-def _run(store: Store, jobs: list) -> list:
+def _run(store: Store, jobs: list, inline: bool = False) -> list:
     async def main() -> list:
-        committer = Committer(store, asyncio.get_running_loop())
+        committer = Committer(store, asyncio.get_running_loop(), inline=inline)
         try:
             futs = [committer.submit(j) for j in jobs]  # queued at once: one batch
             return list(await asyncio.gather(*futs, return_exceptions=True))
@@ -34,10 +34,11 @@ def _put(store: Store, i: int, fail: bool = False):
     return job
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
 @pytest.mark.parametrize("bad", [[], [0], [3], [1, 5], list(range(8))])
-def test_a_failing_change_fails_alone(tmp_path, bad):
+def test_a_failing_change_fails_alone(tmp_path, bad, inline):
     store = Store(str(tmp_path), 16, sync=False)
-    results = _run(store, [_put(store, i, i in bad) for i in range(8)])
+    results = _run(store, [_put(store, i, i in bad) for i in range(8)], inline)
     for i, r in enumerate(results):
         if i in bad:
             assert isinstance(r, StoreError) and "apply failed" in str(r)
@@ -49,7 +50,8 @@ def test_a_failing_change_fails_alone(tmp_path, bad):
     store.close()
 
 
-def test_hooks_run_only_in_transactions_that_commit(tmp_path):
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+def test_hooks_run_only_in_transactions_that_commit(tmp_path, inline):
     store = Store(str(tmp_path), 16, sync=False)
     runs: list[int] = []
 
@@ -58,7 +60,7 @@ def test_hooks_run_only_in_transactions_that_commit(tmp_path):
         store.add_count(txn, "hook", 1)
 
     async def main() -> None:
-        committer = Committer(store, asyncio.get_running_loop())
+        committer = Committer(store, asyncio.get_running_loop(), inline=inline)
         committer.before_commit.append(hook)
         try:
             jobs = [_put(store, i, i % 3 == 2) for i in range(12)]
@@ -69,4 +71,25 @@ def test_hooks_run_only_in_transactions_that_commit(tmp_path):
     asyncio.run(main())
     with store.read() as txn:
         assert store.get_count(txn, "hook") == len(runs) >= 1  # never in a dropped transaction
+    store.close()
+
+
+def test_inline_commits_once_per_loop_turn(tmp_path):
+    """EBW_FSYNC=off: what the connections submit in one loop turn shares one commit."""
+    store = Store(str(tmp_path), 16, sync=False)
+    commits: list[int] = []
+
+    async def main() -> None:
+        committer = Committer(store, asyncio.get_running_loop(), inline=True)
+        committer.before_commit.append(lambda txn: commits.append(1))
+        first = [committer.submit(_put(store, i)) for i in range(10)]  # one turn
+        assert await asyncio.gather(*first) == list(range(10))
+        assert await committer.submit(_put(store, 10)) == 10  # a later turn
+        committer.submit(_put(store, 11))
+        committer.stop()  # flushes what is pending
+
+    asyncio.run(main())
+    assert len(commits) == 3
+    with store.read() as txn:
+        assert txn.get(b"k11", db=store.db["meta"]) == b"v"
     store.close()

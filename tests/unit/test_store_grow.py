@@ -7,16 +7,19 @@ import asyncio
 import multiprocessing
 import os
 
+import pytest
+
 from ebw.committer import Committer
 from ebw.store import Store
 
 
-def test_a_full_map_grows_and_every_change_commits(tmp_path):
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+def test_a_full_map_grows_and_every_change_commits(tmp_path, inline):
     store = Store(str(tmp_path), 1, sync=False)  # 1 MiB: full after a few hundred KiB
     size0 = store.env.info()["map_size"]
 
     async def main() -> list[int]:
-        committer = Committer(store, asyncio.get_running_loop())
+        committer = Committer(store, asyncio.get_running_loop(), inline=inline)
         blob = os.urandom(4000)
 
         def job(i: int):
