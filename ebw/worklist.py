@@ -89,6 +89,20 @@ def _dicom_text(value: str | None) -> str:
     return value
 
 
+# Item keys built once: every item then shares these strings instead of holding its own
+# copies (about 1 kB an item; a worker keeps every open encounter's item in memory).
+_SPS_SCHEDULEDPERFORMINGPHYSICIANNAME = SPS + "ScheduledPerformingPhysicianName"
+_SPS_SCHEDULEDPROCEDURESTEPID = SPS + "ScheduledProcedureStepID"
+_SPS_SCHEDULEDPROCEDURESTEPLOCATION = SPS + "ScheduledProcedureStepLocation"
+_SPS_MODALITY = SPS + "Modality"
+_SPS_SCHEDULEDSTATIONAETITLE = SPS + "ScheduledStationAETitle"
+_SPS_SCHEDULEDPROCEDURESTEPSTARTDATE = SPS + "ScheduledProcedureStepStartDate"
+_SPS_SCHEDULEDPROCEDURESTEPSTARTTIME = SPS + "ScheduledProcedureStepStartTime"
+_SPS_SCHEDULEDPROCEDURESTEPDESCRIPTION = SPS + "ScheduledProcedureStepDescription"
+_SPS_SCHEDULEDPROCEDURESTEPSTATUS = SPS + "ScheduledProcedureStepStatus"
+_ISSUER_LOCAL = ISSUER_OF_ADMISSION + "LocalNamespaceEntityID"
+
+
 def make_item(record: dict[str, Any]) -> dict[str, Any]:
     """The worklist item of an open encounter record."""
     p = record.get("patient", {})
@@ -99,14 +113,12 @@ def make_item(record: dict[str, Any]) -> dict[str, Any]:
     item["RequestingPhysician"] = attending
     item["AccessionNumber"] = record["accession"]
     item["StudyInstanceUID"] = record["study_uid"]
-    item[SPS + "ScheduledPerformingPhysicianName"] = attending
-    item[SPS + "ScheduledProcedureStepID"] = record["accession"]
-    item[SPS + "ScheduledProcedureStepLocation"] = _dicom_text(v.get("point_of_care"))[:16]
+    item[_SPS_SCHEDULEDPERFORMINGPHYSICIANNAME] = attending
+    item[_SPS_SCHEDULEDPROCEDURESTEPID] = record["accession"]
+    item[_SPS_SCHEDULEDPROCEDURESTEPLOCATION] = _dicom_text(v.get("point_of_care"))[:16]
     # EBIW: the department is the hospital service (PV1-10), else the point of care (PV1-3.1)
     item["InstitutionalDepartmentName"] = _dicom_text(v.get("service") or v.get("point_of_care"))[:64]
-    item[ISSUER_OF_ADMISSION + "LocalNamespaceEntityID"] = (
-        _dicom_text(v.get("admission_issuer")) if v.get("AdmissionID") else ""
-    )
+    item[_ISSUER_LOCAL] = _dicom_text(v.get("admission_issuer")) if v.get("AdmissionID") else ""
     item["_ts"] = record["accession_ts"]
     item["_vip"] = (v.get("vip") or "").upper()
     return item
@@ -140,13 +152,13 @@ class Renderer:
         out = dict(item)
         out["RequestedProcedureID"] = cfg.procedure_id
         out["RequestedProcedureDescription"] = cfg.procedure_description
-        out[SPS + "Modality"] = cfg.modality
-        out[SPS + "ScheduledStationAETitle"] = self.station
-        out[SPS + "ScheduledProcedureStepStartDate"] = start_date
-        out[SPS + "ScheduledProcedureStepStartTime"] = start_time
+        out[_SPS_MODALITY] = cfg.modality
+        out[_SPS_SCHEDULEDSTATIONAETITLE] = self.station
+        out[_SPS_SCHEDULEDPROCEDURESTEPSTARTDATE] = start_date
+        out[_SPS_SCHEDULEDPROCEDURESTEPSTARTTIME] = start_time
         out[START_DATETIME] = start_date + start_time
-        out[SPS + "ScheduledProcedureStepDescription"] = cfg.procedure_description
-        out[SPS + "ScheduledProcedureStepStatus"] = "SCHEDULED"
+        out[_SPS_SCHEDULEDPROCEDURESTEPDESCRIPTION] = cfg.procedure_description
+        out[_SPS_SCHEDULEDPROCEDURESTEPSTATUS] = "SCHEDULED"
         return out
 
 
