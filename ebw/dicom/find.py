@@ -280,7 +280,6 @@ class WorklistIndex:
         self._lock = threading.Lock()
         self._prefix = ep.encode() + b"\x00"
         self._seq = -1  # change-feed position; -1: nothing loaded yet
-        self._raws: dict[bytes, bytes] = {}  # encounter key -> stored record (open encounters)
         self._tag: tuple[Any, ...] = ()
         self._items: dict[bytes, dict[str, Any]] = {}  # listed items, rendered under _tag
         self._by_pid: dict[str, set[bytes]] = {}
@@ -338,44 +337,37 @@ class WorklistIndex:
         return found
 
     def _refresh(self, cfg: EndpointConfig, renderer: Renderer) -> None:
-        """Bring the in-memory worklist up to date (caller holds the lock)."""
-        changed: set[bytes] | None = set()
+        """Bring the in-memory worklist up to date (caller holds the lock): the changed
+        encounters from the change feed, or every open one again when the feed does not
+        reach back, the settings changed or the day did (read from LMDB: only the
+        rendered items are kept in memory)."""
+        tag = (cfg, renderer.midnight_ts, renderer.zone)
+        rules = curation.rules_of(cfg.curation)
         with self.store.read() as txn:
             seq = self.store.change_seq(txn)
-            if self._seq < 0:
-                changed = None
-            elif seq != self._seq:
+            full = self._seq < 0 or tag != self._tag
+            changed: set[bytes] = set()
+            if not full and seq != self._seq:
                 feed = self.store.changes_since(txn, self._seq)
                 if feed is None:
-                    changed = None
+                    full = True
                 else:
                     n = len(self._prefix)
                     changed = {k[n:] for k in feed if k.startswith(self._prefix)}
-            if changed is None:  # (re)load everything
-                self._raws = {bytes(k): v for k, v in self.store.iter_active_raw(txn, self.ep)}
-            else:
+            if full:
+                self._tag = tag
+                self._items, self._by_pid = {}, {}
+                for enc_key, raw in self.store.iter_active_raw(txn, self.ep):
+                    self._set_item(bytes(enc_key), _listing(loads(raw), rules, renderer))
+                self._list_stale = True
+            elif changed:
                 active, enc = self.store.db["active"], self.store.db["enc"]
                 for enc_key in changed:
                     dbkey = self._prefix + enc_key
                     raw = txn.get(dbkey, db=enc) if txn.get(dbkey, db=active) is not None else None
-                    if raw is None:
-                        self._raws.pop(enc_key, None)
-                    else:
-                        self._raws[enc_key] = raw
+                    self._set_item(enc_key, None if raw is None else _listing(loads(raw), rules, renderer))
+                self._list_stale = True
             self._seq = seq
-        tag = (cfg, renderer.midnight_ts, renderer.zone)
-        rules = curation.rules_of(cfg.curation)
-        if changed is None or tag != self._tag:
-            self._tag = tag
-            self._items, self._by_pid = {}, {}
-            for enc_key, raw in self._raws.items():
-                self._set_item(enc_key, _listing(loads(raw), rules, renderer))
-            self._list_stale = True
-        elif changed:
-            for enc_key in changed:
-                raw = self._raws.get(enc_key)
-                self._set_item(enc_key, None if raw is None else _listing(loads(raw), rules, renderer))
-            self._list_stale = True
 
     def _set_item(self, enc_key: bytes, item: dict[str, Any] | None) -> None:
         old = self._items.pop(enc_key, None)
