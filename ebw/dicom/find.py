@@ -346,6 +346,7 @@ class WorklistIndex:
         with self.store.read() as txn:
             seq = self.store.change_seq(txn)
             full = self._seq < 0 or tag != self._tag
+            released = False
             changed: set[bytes] = set()
             if not full and seq != self._seq:
                 feed = self.store.changes_since(txn, self._seq)
@@ -360,6 +361,7 @@ class WorklistIndex:
                 for enc_key, raw in self.store.iter_active_raw(txn, self.ep):
                     self._set_item(bytes(enc_key), _listing(loads(raw), rules, renderer))
                 self._list_stale = True
+                released = True
             elif changed:
                 active, enc = self.store.db["active"], self.store.db["enc"]
                 for enc_key in changed:
@@ -368,6 +370,8 @@ class WorklistIndex:
                     self._set_item(enc_key, None if raw is None else _listing(loads(raw), rules, renderer))
                 self._list_stale = True
             self._seq = seq
+        if released:
+            self.store.release_mapped_pages()  # the records read are in memory now
 
     def _set_item(self, enc_key: bytes, item: dict[str, Any] | None) -> None:
         old = self._items.pop(enc_key, None)

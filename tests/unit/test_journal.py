@@ -47,3 +47,30 @@ def test_records_round_trip_and_a_crafted_pickle_is_refused():
     assert loads(dumps(record)) == record  # records written before pack_record: JSON
     with pytest.raises(StoreError, match="refused"):
         loads(pickle.dumps(os.system))
+
+
+def _rss_of_map(path: str) -> int:
+    rss, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:
+                inside = line.rstrip().endswith(path)
+            elif inside and line.startswith("Rss:"):
+                rss += int(line.split()[1]) * 1024
+    return rss
+
+
+def test_released_map_pages_leave_the_data_readable(tmp_path):
+    store = Store(str(tmp_path), 64, sync=False)
+    with store.write() as txn:
+        for i in range(20000):
+            txn.put(b"k%05d" % i, os.urandom(200), db=store.db["meta"])
+    with store.read() as txn:
+        values = [bytes(v) for _k, v in txn.cursor(db=store.db["meta"]) if bytes(_k).startswith(b"k")]
+    data = os.path.realpath(os.path.join(store.path, "data.mdb"))
+    before = _rss_of_map(data)
+    assert before > 1 << 20 and store.release_mapped_pages() > 0
+    assert _rss_of_map(data) < before // 4  # the page cache keeps them; this process no longer maps them
+    with store.read() as txn:
+        assert [bytes(v) for _k, v in txn.cursor(db=store.db["meta"]) if bytes(_k).startswith(b"k")] == values
+    store.close()
