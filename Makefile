@@ -26,10 +26,14 @@ test: install
 	$(BIN)/python -m pytest -q tests
 	EBW_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/unit tests/integration/test_slice.py tests/integration/test_lifecycle.py
 
+# Micro-benchmarks, then the load harness (`ebw bench --help`): ADT durable and not,
+# C-FIND at 10,000 items, and the same load against wlmscpfs, Orthanc and python-hl7.
 bench: install
 	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-group-by=group
-	$(BIN)/python -m bench.load --connections 1 --connections 8 --items 10000
-	$(BIN)/python -m bench.cfind --items 10000
+	$(BIN)/ebw bench adt -k 1 -k 16 -k 64 --messages 20000
+	$(BIN)/ebw bench adt -k 16 --messages 20000 --fsync off
+	$(BIN)/ebw bench cfind --items 10000
+	$(BIN)/ebw bench peers --items 10000 --messages 5000
 
 clean:
 	rm -rf $(VENV) build *.egg-info ebw/_fast/*.c ebw/_fast/*.so ebw/_fast/*.html
