@@ -69,7 +69,8 @@ class Committer:
         return fut
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish everything queued, then stop the thread."""
+        """Finish everything queued, then stop the thread.  Inline: call it from the
+        event loop's thread (it commits what is pending there and then)."""
         if self.thread is None:
             while self.pending:
                 self._flush()

@@ -291,7 +291,10 @@ class Worker:
             transport = getattr(proto, "transport", None)
             if transport is not None:
                 transport.close()
-        await loop.run_in_executor(None, self.committer.stop)
+        if self.committer.inline:
+            self.committer.stop()  # commits in this (the loop's) thread: what is pending, now
+        else:
+            await loop.run_in_executor(None, self.committer.stop)
         for thread in self.threads:
             await loop.run_in_executor(None, thread.join, 5.0)
         self.store.close()
