@@ -212,11 +212,12 @@ def _is_duplicate(c: _Ctx, record: dict[str, Any] | None) -> bool:
 def _encounter_event(c: _Ctx, change: Change) -> Applied:
     ev = change.event
     enc_key = change.encounter_key
-    if _is_duplicate(c, c.get(enc_key)):
+    record = c.get(enc_key)
+    if _is_duplicate(c, record):
         return Applied("duplicate")
     if ev in ("A06", "A07") and change.prior_visit_key and change.prior_visit_key != enc_key:
         _rekey(c, change.prior_visit_key, enc_key)
-    record = c.get(enc_key)
+        record = c.get(enc_key)
     created = record is None
     if record is not None and _is_stale(record, change):
         return Applied("stale")
