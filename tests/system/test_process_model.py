@@ -117,10 +117,11 @@ def test_sighup_with_new_global_settings_replaces_the_workers(server_factory, tm
     assert "ebw_worker_restarts_total 0.0" in server.http("/metrics")[1].decode()  # a reload is no crash
 
 
-def test_sigterm_answers_what_is_in_flight(server_factory):
+@pytest.mark.parametrize("fsync", ["on", "off"])  # commit thread / inline commits
+def test_sigterm_answers_what_is_in_flight(server_factory, fsync):
     """Messages sent while SIGTERM arrives are all answered AA (and kept), or refused
     at connect time -- never accepted and then lost."""
-    server = server_factory().start()
+    server = server_factory(EBW_FSYNC=fsync).start()
     acked: list[str] = []
     errors: list[Exception] = []
 
