@@ -343,8 +343,7 @@ class Server:
                 h.append((_kb_fields(f"/proc/{pid}/status").get("VmRSS", 0) / 1024, cpu_seconds(pid)))
             if all(len(h) > need for h in hist):
                 if all(
-                    abs(h[-1][0] - h[-1 - need][0]) < 0.5 and h[-1][1] - h[-1 - need][1] < 0.05 * quiet_s
-                    for h in hist
+                    abs(h[-1][0] - h[-1 - need][0]) < 0.5 and h[-1][1] - h[-1 - need][1] < 0.05 * quiet_s for h in hist
                 ):
                     return time.monotonic() - self.started - quiet_s
             time.sleep(step)
