@@ -53,23 +53,18 @@ class Hl7Endpoint:
         self.store = store
         self.committer = committer
         self.in_flight = 0  # messages received and not yet answered
-        # per message, so looked up once: the mapping of the settings last seen, metric children
-        self._mapping_of: tuple[EndpointConfig | None, Mapping | None] = (None, None)
+        # metric children, looked up once rather than per message
         self._ack_seconds = metrics.hl7_ack_seconds.labels(ep)
-        self._counted: dict[tuple[str, str], Any] = {}
+        self._counted: dict[tuple[str, str], Any] = {}  # (event label, ACK code) -> counter
 
     async def handle(self, frame: bytes) -> bytes:
         t0 = time.perf_counter()
         cfg = self.get_cfg()
-        seen_cfg, mapping = self._mapping_of
-        if cfg is not seen_cfg or mapping is None:
-            mapping = mapping_for(cfg)
-            self._mapping_of = (cfg, mapping)
         event = ""
         self.in_flight += 1
         try:
             try:
-                change = parse(frame, mapping)
+                change = parse(frame, mapping_for(cfg))
             except RejectError as exc:
                 header = _header_of(frame)
                 event = header.event if header else ""
@@ -125,11 +120,10 @@ class Hl7Endpoint:
         self.committer.submit(job).add_done_callback(_ignore_result)
 
     def _answer(self, header: Header | None, code: str, err: int, text: str, location: str, event: str) -> bytes:
-        counter = self._counted.get((event, code))
+        label = event_label(event)
+        counter = self._counted.get((label, code))
         if counter is None:
-            counter = metrics.hl7_messages.labels(self.ep, event_label(event), code)
-            if len(self._counted) < 1024:  # event_label bounds the label values, not the keys
-                self._counted[(event, code)] = counter
+            counter = self._counted[(label, code)] = metrics.hl7_messages.labels(self.ep, label, code)
         counter.inc()
         return hl7ack.build(header, code, err, text, location, event)
 
