@@ -274,22 +274,12 @@ class Server:
     """``ebw serve`` on an existing data directory (as bench.load.Server, which makes its own)."""
 
     def __init__(self, env: dict[str, str], workers: int) -> None:
+        from bench.load import server_env
         from bench.peers import free_port
 
         self.data_dir = env["EBW_DATA_DIR"]
         self.hl7_port, self.dicom_port, self.http_port = free_port(), free_port(), free_port()
-        full = {
-            **os.environ,
-            **env,
-            "EBW_HL7_HOST": "127.0.0.1",
-            "EBW_DICOM_HOST": "127.0.0.1",
-            "EBW_HL7_PORT": str(self.hl7_port),
-            "EBW_DICOM_PORT": str(self.dicom_port),
-            "EBW_HTTP_PORT": str(self.http_port),
-            "EBW_WORKERS": str(workers),
-            "EBW_FSYNC": "on",
-            "EBW_LOG_LEVEL": "WARNING",
-        }
+        full = {**server_env(self.data_dir, self.hl7_port, self.dicom_port, self.http_port, workers, "on"), **env}
         self.workers = workers
         self.log_path = os.path.join(os.path.dirname(self.data_dir.rstrip("/")), "ebw-serve.log")
         self.log = open(self.log_path, "ab")

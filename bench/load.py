@@ -88,6 +88,24 @@ def adt_run(host: str, port: int, messages: list[bytes], connections: int) -> di
 # ------------------------------------------------------------------------------ server
 
 
+def server_env(
+    data_dir: str, hl7_port: int, dicom_port: int, http_port: int, workers: int, fsync: str
+) -> dict[str, str]:
+    """The environment of a benchmark's own `ebw serve`: loopback listeners, quiet logs."""
+    return {
+        **os.environ,
+        "EBW_DATA_DIR": data_dir,
+        "EBW_HL7_HOST": "127.0.0.1",
+        "EBW_DICOM_HOST": "127.0.0.1",
+        "EBW_HL7_PORT": str(hl7_port),
+        "EBW_DICOM_PORT": str(dicom_port),
+        "EBW_HTTP_PORT": str(http_port),
+        "EBW_WORKERS": str(workers),
+        "EBW_FSYNC": fsync,
+        "EBW_LOG_LEVEL": "WARNING",
+    }
+
+
 class Server:
     """A throw-away `ebw serve` for the run."""
 
@@ -96,18 +114,7 @@ class Server:
 
         self.dir = tempfile.mkdtemp(prefix="ebw-bench-")
         self.hl7_port, self.dicom_port, self.http_port = free_port(), free_port(), free_port()
-        env = {
-            **os.environ,
-            "EBW_DATA_DIR": self.dir + "/data",
-            "EBW_HL7_HOST": "127.0.0.1",
-            "EBW_DICOM_HOST": "127.0.0.1",
-            "EBW_HL7_PORT": str(self.hl7_port),
-            "EBW_DICOM_PORT": str(self.dicom_port),
-            "EBW_HTTP_PORT": str(self.http_port),
-            "EBW_WORKERS": str(workers),
-            "EBW_FSYNC": fsync,
-            "EBW_LOG_LEVEL": "WARNING",
-        }
+        env = server_env(self.dir + "/data", self.hl7_port, self.dicom_port, self.http_port, workers, fsync)
         self.log = open(self.dir + "/ebw.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ebw", "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT
