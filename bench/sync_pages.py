@@ -22,6 +22,7 @@ import lmdb
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--commits", type=int, default=200)
+    p.add_argument("--batch", type=int, action="append", help="messages per commit (repeatable; default 1, 16, 64)")
     p.add_argument("--dir", help="where to put the environment (default: a temp dir on /tmp's filesystem)")
     args = p.parse_args()
     d = tempfile.mkdtemp(dir=args.dir)
@@ -35,7 +36,7 @@ def main() -> None:
                     t.put(k, b"x" * 300, db=db)
         seq = 0
         print(f"{'batch':>5} {'random':>6} {'seq':>4} {'p50 ms':>8} {'p90 ms':>8} {'msg/s':>9}")
-        for batch in (1, 16, 64):
+        for batch in args.batch or (1, 16, 64):
             for random_puts, seq_puts in ((0, 1), (1, 1), (4, 3)):
                 times = []
                 for _ in range(args.commits):

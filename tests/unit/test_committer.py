@@ -93,3 +93,69 @@ def test_inline_commits_once_per_loop_turn(tmp_path):
     with store.read() as txn:
         assert txn.get(b"k11", db=store.db["meta"]) == b"v"
     store.close()
+
+
+def test_thread_committer_applies_on_the_loop_thread(tmp_path):
+    """EBW_FSYNC=on: the commit thread begins and commits, the changes run on the loop's
+    thread (py-lmdb hands the GIL over on every get and put, slow from a second thread)."""
+    import threading
+
+    store = Store(str(tmp_path), 16, sync=False)
+    ran_on: set[int] = set()
+
+    def job(txn):
+        ran_on.add(threading.get_ident())
+        txn.put(b"k", b"v", db=store.db["meta"])
+        return 1
+
+    async def main() -> int:
+        committer = Committer(store, asyncio.get_running_loop(), inline=False)
+        try:
+            return sum(await asyncio.gather(*(committer.submit(job) for _ in range(5))))
+        finally:
+            committer.stop()
+
+    assert asyncio.run(main()) == 5
+    assert ran_on == {threading.main_thread().ident}
+    store.close()
+
+
+def test_stop_on_the_loop_thread_commits_what_is_queued(tmp_path):
+    """stop() called on the loop's thread with changes still queued runs them itself
+    (the loop it would hand them to is the caller) instead of waiting forever."""
+    store = Store(str(tmp_path), 16, sync=False)
+
+    async def main() -> list:
+        committer = Committer(store, asyncio.get_running_loop(), inline=False)
+        futs = [committer.submit(_put(store, i)) for i in range(20)]
+        committer.stop()  # blocks this loop: the queued changes must commit anyway
+        return [f.result() if f.done() else await f for f in futs]
+
+    assert asyncio.run(main()) == list(range(20))
+    with store.read() as txn:
+        assert all(txn.get(f"k{i}".encode(), db=store.db["meta"]) == b"v" for i in range(20))
+    store.close()
+
+
+def test_a_failing_hook_fails_its_batch_not_the_committer(tmp_path):
+    store = Store(str(tmp_path), 16, sync=False)
+    calls = []
+
+    def hook(txn) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("bug in a hook")
+
+    async def main() -> tuple:
+        committer = Committer(store, asyncio.get_running_loop(), inline=False)
+        committer.before_commit.append(hook)
+        try:
+            first = await asyncio.gather(committer.submit(_put(store, 1)), return_exceptions=True)
+            second = await committer.submit(_put(store, 2))
+            return first[0], second
+        finally:
+            committer.stop()
+
+    first, second = asyncio.run(main())
+    assert isinstance(first, StoreError) and second == 2
+    store.close()
