@@ -159,3 +159,40 @@ def test_a_failing_hook_fails_its_batch_not_the_committer(tmp_path):
     first, second = asyncio.run(main())
     assert isinstance(first, StoreError) and second == 2
     store.close()
+
+
+def test_changes_queued_while_waiting_for_the_writer_lock_share_the_commit(tmp_path):
+    """The batch is taken once LMDB's writer lock is held: what queued while another
+    writer (another worker) committed joins it, rather than waiting for one more
+    commit of its own."""
+    import threading
+
+    store = Store(str(tmp_path), 16, sync=False)
+    commits: list[int] = []
+    held, release = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        with store.env.begin(write=True):  # the writer lock, as another process holds it
+            held.set()
+            release.wait(10)
+
+    async def main() -> list:
+        committer = Committer(store, asyncio.get_running_loop(), inline=False)
+        committer.before_commit.append(lambda txn: commits.append(1))
+        blocker = threading.Thread(target=other_writer)
+        blocker.start()
+        held.wait(10)
+        try:
+            first = committer.submit(_put(store, 0))
+            await asyncio.sleep(0.2)  # the commit thread took it and waits for the lock
+            rest = [committer.submit(_put(store, i)) for i in range(1, 6)]
+            release.set()
+            return await asyncio.gather(first, *rest)
+        finally:
+            release.set()
+            blocker.join()
+            committer.stop()
+
+    assert asyncio.run(main()) == list(range(6))
+    assert commits == [1]
+    store.close()
