@@ -14,7 +14,7 @@ share the next sync.
 The changes themselves are applied on the event loop's thread, while this thread
 waits: py-lmdb releases the GIL around every get and put, and a thread that does
 so while another thread runs Python waits for the GIL each time (1.1 us a get
-alone, 0.5-1.5 ms with a busy second thread here).  Applied in this thread, a
+alone, 0.3-1.7 ms with a busy second thread here).  Applied in this thread, a
 batch of 8 messages took ~4 ms under load; on the loop, ~1.3 ms.  The transaction is
 begun and committed by this thread (LMDB's writer lock belongs to the thread that
 took it) and used by one thread at a time, handed over through a lock.
