@@ -439,17 +439,20 @@ def cmd_adt(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     try:
         for k in args.connections or [1, 16]:
-            rows.append(
-                run_adt(
-                    host,
-                    port,
-                    message_source(args, seed=k),
-                    k,
-                    args.messages if not args.duration else None,
-                    args.duration,
-                    args.rate,
-                )
+            cpu0 = server.cpu_seconds() if server else 0.0
+            row = run_adt(
+                host,
+                port,
+                message_source(args, seed=k),
+                k,
+                args.messages if not args.duration else None,
+                args.duration,
+                args.rate,
             )
+            if server and row.get("messages"):
+                # what a message cost the server it started (not known for --target)
+                row["server_cpu_us_per_msg"] = round((server.cpu_seconds() - cpu0) / row["messages"] * 1e6)
+            rows.append(row)
     finally:
         if server:
             server.stop()
@@ -465,6 +468,7 @@ def cmd_adt(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "p95_ms",
                 "p99_ms",
                 "max_ms",
+                "server_cpu_us_per_msg",
                 "acks",
                 "errors",
             ],

@@ -134,6 +134,36 @@ class Server:
         self.proc.wait(30)
         self.log.close()
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the server's processes have used so far:
+        the supervisor and every live process under it (a worker restarted during a
+        run loses what it used).  What a message costs the server is the difference
+        over a run divided by its messages -- the figure to size a machine with."""
+        return process_tree_cpu(self.proc.pid)
+
+
+def process_tree_cpu(root: int) -> float:
+    """utime + stime, in seconds, of ``root`` and its live descendants (Linux /proc)."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(entry)
+        parent[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += ticks.get(pid, 0)
+        todo.extend(child for child, ppid in parent.items() if ppid == pid)
+    return total / os.sysconf("SC_CLK_TCK")
+
 
 def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]

@@ -16,6 +16,7 @@ def test_adt_cfind_and_compare(tmp_path, capsys):
     assert harness.main(["adt", "-k", "2", "--messages", "200", "--fsync", "off", "--json", str(a)]) == 0
     rows = json.loads(a.read_text())["rows"]
     assert rows[0]["messages"] == 200 and rows[0]["acks"] == {"AA": 200} and rows[0]["errors"] == 0
+    assert rows[0]["server_cpu_us_per_msg"] > 0  # what a message cost the server it started
     assert (
         harness.main(["adt", "-k", "2", "--messages", "200", "--rate", "400", "--fsync", "off", "--json", str(b)]) == 0
     )
@@ -68,3 +69,26 @@ def test_ebw_bench_is_the_entry_point(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "msg_per_s" in out.stdout and json.loads((tmp_path / "e.json").read_text())["rows"][0]["messages"] == 50
+
+
+def test_process_tree_cpu_counts_the_children(tmp_path):
+    """The server's CPU figure is its supervisor's and every process under it."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.load import process_tree_cpu
+
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\ntime.sleep(30)"
+    code = f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {spin!r}])\n{spin}"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while process_tree_cpu(parent.pid) < 1.1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process_tree_cpu(parent.pid) >= 1.1  # 0.6 s each, parent and child
+        assert process_tree_cpu(2**22 + 7) == 0.0  # no such process
+    finally:
+        subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
+        parent.kill()
+        parent.wait()
