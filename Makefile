@@ -27,12 +27,14 @@ test: install
 	EBW_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/unit tests/integration/test_slice.py tests/integration/test_lifecycle.py
 
 # Micro-benchmarks, then the load harness (`ebw bench --help`): ADT durable and not,
-# C-FIND at 10,000 items, and the same load against wlmscpfs, Orthanc and python-hl7.
+# C-FIND at 10,000 items, C-FIND under ADT load, and the same load against wlmscpfs,
+# Orthanc and python-hl7.
 bench: install
 	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-group-by=group
 	$(BIN)/ebw bench adt -k 1 -k 16 -k 64 --messages 20000
 	$(BIN)/ebw bench adt -k 16 --messages 20000 --fsync off
 	$(BIN)/ebw bench cfind --items 10000
+	$(BIN)/ebw bench mixed --items 10000 --duration 20 -k 16 -m 4
 	$(BIN)/ebw bench peers --items 10000 --messages 5000
 
 clean:
