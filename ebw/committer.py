@@ -198,7 +198,9 @@ class Committer:
             return self._apply_nested(batch)
 
     def _apply_flat(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
+        t0 = time.perf_counter()
         with self.store.write() as txn:  # leaving the block on an exception aborts it
+            metrics.store_commit_lock_wait.observe(time.perf_counter() - t0)
             return self._on_loop(self._run_flat, txn, batch)
 
     def _run_flat(self, txn: Any, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:

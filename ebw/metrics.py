@@ -66,6 +66,12 @@ store_commit_duration = Histogram(
     "Duration of an LMDB write transaction including its sync.",
     buckets=LATENCY_BUCKETS,
 )
+store_commit_lock_wait = Histogram(
+    "ebw_store_commit_lock_wait_seconds",
+    "Time a commit waited for LMDB's writer lock, held by another process's commit (commits are "
+    "serialized across processes: a long wait means the workers queue on each other's syncs).",
+    buckets=LATENCY_BUCKETS,
+)
 active_encounters = Gauge(
     "ebw_active_encounters",
     "Active encounters on the worklist, by endpoint (read from the store after each commit).",

@@ -193,6 +193,15 @@ def test_changes_queued_while_waiting_for_the_writer_lock_share_the_commit(tmp_p
             blocker.join()
             committer.stop()
 
+    waited_before = _lock_wait_sum()
     assert asyncio.run(main()) == list(range(6))
     assert commits == [1]
+    assert _lock_wait_sum() - waited_before >= 0.15  # ebw_store_commit_lock_wait_seconds saw the wait
     store.close()
+
+
+def _lock_wait_sum() -> float:
+    from ebw import metrics
+
+    (family,) = metrics.store_commit_lock_wait.collect()
+    return next(s.value for s in family.samples if s.name.endswith("_sum"))
