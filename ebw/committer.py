@@ -1,4 +1,4 @@
-"""Group commit: one thread per worker applies queued ADT changes to LMDB in batches.
+"""Group commit: one thread per worker commits the queued ADT changes to LMDB in batches.
 
 The event loop parses messages and queues their changes; this thread waits for
 the first, opens ONE write transaction -- waiting, if another process is
