@@ -142,14 +142,15 @@ class Renderer:
         self.offset = _utc_offset(local_now)
 
     def render(self, item: dict[str, Any]) -> dict[str, Any]:
+        """``item`` (from ``make_item``) with the query-time values filled in, in place."""
         ts = item.get("_ts") or 0.0
         if ts < self.midnight_ts:
             start_date, start_time = self.today, "000000"
         else:
-            local = _dt.datetime.fromtimestamp(ts, self.zone)
-            start_date, start_time = local.strftime("%Y%m%d"), local.strftime("%H%M%S")
+            stamp = _dt.datetime.fromtimestamp(ts, self.zone).strftime("%Y%m%d%H%M%S")
+            start_date, start_time = stamp[:8], stamp[8:]
         cfg = self.cfg
-        out = dict(item)
+        out = item
         out["RequestedProcedureID"] = cfg.procedure_id
         out["RequestedProcedureDescription"] = cfg.procedure_description
         out[_SPS_MODALITY] = cfg.modality
