@@ -54,12 +54,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bench.feed import Feed
+from bench.load import process_cpu, server_env
 
 EP = "default"
 MB = 1024 * 1024
 
 
-def server_env(data_dir: str, timezone: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def settings_env(data_dir: str, timezone: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The EBW_* settings the build and the server share (endpoint settings)."""
     return {
         "EBW_DATA_DIR": data_dir,
@@ -244,12 +245,6 @@ def _lmdb_share(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def memory(pid: int) -> dict[str, Any]:
     """Memory of one process, MiB."""
     roll = _kb_fields(f"/proc/{pid}/smaps_rollup")
@@ -266,7 +261,7 @@ def memory(pid: int) -> dict[str, Any]:
         "lmdb_rss": mib(lmdb_rss),
         "lmdb_pss": mib(lmdb_pss),
         "peak_rss": mib(status.get("VmHWM", 0)),
-        "cpu_s": round(cpu_seconds(pid), 2),
+        "cpu_s": round(process_cpu(pid), 2),
     }
 
 
@@ -274,7 +269,6 @@ class Server:
     """``ebw serve`` on an existing data directory (as bench.load.Server, which makes its own)."""
 
     def __init__(self, env: dict[str, str], workers: int) -> None:
-        from bench.load import server_env
         from bench.peers import free_port
 
         self.data_dir = env["EBW_DATA_DIR"]
@@ -330,7 +324,7 @@ class Server:
         need = int(quiet_s / step)
         while time.monotonic() < deadline:
             for h, pid in zip(hist, pids, strict=True):
-                h.append((_kb_fields(f"/proc/{pid}/status").get("VmRSS", 0) / 1024, cpu_seconds(pid)))
+                h.append((_kb_fields(f"/proc/{pid}/status").get("VmRSS", 0) / 1024, process_cpu(pid)))
             if all(len(h) > need for h in hist):
                 if all(
                     abs(h[-1][0] - h[-1 - need][0]) < 0.5 and h[-1][1] - h[-1 - need][1] < 0.05 * quiet_s for h in hist
@@ -629,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     opens = sorted(args.open or [10_000], reverse=True)
     work = args.dir or tempfile.mkdtemp(prefix="ebw-mem-")
     data_dir = os.path.join(work, "data")
-    env = server_env(data_dir, args.timezone)
+    env = settings_env(data_dir, args.timezone)
     result: dict[str, Any] = {
         "encounters": args.encounters,
         "workers": args.workers,

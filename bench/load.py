@@ -142,26 +142,32 @@ class Server:
         return process_tree_cpu(self.proc.pid)
 
 
+def _stat(pid: int | str) -> tuple[int, int]:
+    """(parent pid, utime + stime in clock ticks) from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime, in seconds, of one process (all its threads)."""
+    return _stat(pid)[1] / os.sysconf("SC_CLK_TCK")
+
+
 def process_tree_cpu(root: int) -> float:
     """utime + stime, in seconds, of ``root`` and its live descendants (Linux /proc)."""
-    parent: dict[int, int] = {}
-    ticks: dict[int, int] = {}
+    stats: dict[int, tuple[int, int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        pid = int(entry)
-        parent[pid] = int(fields[1])
-        ticks[pid] = int(fields[11]) + int(fields[12])
+        if entry.isdigit():
+            try:
+                stats[int(entry)] = _stat(entry)
+            except OSError:  # gone meanwhile
+                continue
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
-        total += ticks.get(pid, 0)
-        todo.extend(child for child, ppid in parent.items() if ppid == pid)
+        total += stats.get(pid, (0, 0))[1]
+        todo.extend(child for child, (ppid, _ticks) in stats.items() if ppid == pid)
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -181,11 +181,9 @@ class Committer:
                     continue
                 log.error("LMDB map full and the filesystem has no room to grow it")
                 return [StoreError("commit failed: the store is full")] * len(batch)
-            except (lmdb.Error, StoreError) as exc:
-                log.error("LMDB commit of %d changes failed: %s", len(batch), exc)
-                return [StoreError(f"commit failed: {type(exc).__name__}")] * len(batch)
-            except Exception as exc:  # a bug (a hook, say): the batch fails, the committer goes on
-                log.exception("commit of %d changes failed", len(batch))
+            except Exception as exc:  # LMDB, or a bug (a hook, say): the batch fails, the committer goes on
+                bug = not isinstance(exc, (lmdb.Error, StoreError))
+                log.error("LMDB commit of %d changes failed: %s", len(batch), exc, exc_info=bug)
                 return [StoreError(f"commit failed: {type(exc).__name__}")] * len(batch)
         metrics.store_commits.inc()
         metrics.store_commit_batch.observe(len(batch))
@@ -209,8 +207,7 @@ class Committer:
             return self._on_loop(self._run_flat, txn, batch)
 
     def _run_flat(self, txn: Any, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
-        if self.thread is not None:
-            self._take_queued(batch)
+        self._take_queued(batch)  # inline, the queue is not used: nothing to take
         try:
             results = [job(txn) for job, _fut in batch]
         except lmdb.MapFullError:

@@ -59,6 +59,7 @@ import contextlib
 import ctypes
 import io
 import json
+import mmap
 import os
 import pickle
 import struct
@@ -234,7 +235,8 @@ class Store:
                     parts = line.split(None, 5)
                     if len(parts) == 6 and parts[5].strip() == target and "w" not in parts[1]:
                         start, end = (int(x, 16) for x in parts[0].split("-"))
-                        if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4) == 0:
+                        size = ctypes.c_size_t(end - start)
+                        if libc.madvise(ctypes.c_void_p(start), size, mmap.MADV_DONTNEED) == 0:
                             done += end - start
             return done
         except (OSError, AttributeError, ValueError):

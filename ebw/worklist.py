@@ -150,17 +150,16 @@ class Renderer:
             stamp = _dt.datetime.fromtimestamp(ts, self.zone).strftime("%Y%m%d%H%M%S")
             start_date, start_time = stamp[:8], stamp[8:]
         cfg = self.cfg
-        out = item
-        out["RequestedProcedureID"] = cfg.procedure_id
-        out["RequestedProcedureDescription"] = cfg.procedure_description
-        out[_SPS_MODALITY] = cfg.modality
-        out[_SPS_SCHEDULEDSTATIONAETITLE] = self.station
-        out[_SPS_SCHEDULEDPROCEDURESTEPSTARTDATE] = start_date
-        out[_SPS_SCHEDULEDPROCEDURESTEPSTARTTIME] = start_time
-        out[START_DATETIME] = start_date + start_time
-        out[_SPS_SCHEDULEDPROCEDURESTEPDESCRIPTION] = cfg.procedure_description
-        out[_SPS_SCHEDULEDPROCEDURESTEPSTATUS] = "SCHEDULED"
-        return out
+        item["RequestedProcedureID"] = cfg.procedure_id
+        item["RequestedProcedureDescription"] = cfg.procedure_description
+        item[_SPS_MODALITY] = cfg.modality
+        item[_SPS_SCHEDULEDSTATIONAETITLE] = self.station
+        item[_SPS_SCHEDULEDPROCEDURESTEPSTARTDATE] = start_date
+        item[_SPS_SCHEDULEDPROCEDURESTEPSTARTTIME] = start_time
+        item[START_DATETIME] = start_date + start_time
+        item[_SPS_SCHEDULEDPROCEDURESTEPDESCRIPTION] = cfg.procedure_description
+        item[_SPS_SCHEDULEDPROCEDURESTEPSTATUS] = "SCHEDULED"
+        return item
 
 
 def _utc_offset(local: _dt.datetime) -> str:

@@ -238,11 +238,24 @@ def _read_merge_groups(
 # --------------------------------------------------------------------------- PID / PV1
 
 
+def _text_comps(raw: bytes, seps: bytes, dec: Decoder) -> list[str] | None:
+    """The components of ``raw`` as text when it needs no unescaping (``Decoder.plain``;
+    the usual case), else None.  The field readers take the same values from these as
+    from unescaping each component of the bytes."""
+    t = dec.plain(raw)
+    return None if t is None else t.split(chr(seps[1]))
+
+
+def _pick(tc: list[str], order: tuple[int, ...]) -> list[str]:
+    """Components ``order`` (1-based) of ``tc``, stripped; "" past its end."""
+    n = len(tc)
+    return [tc[i - 1].strip() if i <= n else "" for i in order]
+
+
 def _cx(raw_rep: bytes, seps: bytes, dec: Decoder) -> tuple[str, str, str]:
     """(id, authority, type code) of one CX repetition."""
-    t = dec.plain(raw_rep)
-    if t is not None:  # the usual case, as text (same result as below)
-        tc = t.split(chr(seps[1]))
+    tc = _text_comps(raw_rep, seps, dec)
+    if tc is not None:
         n = len(tc)
         ap = tc[3].split(chr(seps[4])) if n > 3 else [""]
         auth = ap[0].strip() or (ap[1].strip() if len(ap) > 1 else "")
@@ -269,11 +282,9 @@ def _pn(raw: bytes, seps: bytes, dec: Decoder, order: tuple[int, ...]) -> str | 
         return None
     if raw == b'""':
         return ""
-    t = dec.plain(raw)
-    if t is not None:  # the usual case, as text (same result as below)
-        tc = t.split(chr(seps[1]))
-        n = len(tc)
-        parts = [tc[i - 1].strip() if i <= n else "" for i in order]
+    tc = _text_comps(raw, seps, dec)
+    if tc is not None:
+        parts = _pick(tc, order)
     else:
         c = comps(raw, seps)
         parts = [dec.unescape(at(c, i)).strip() for i in order]
@@ -344,13 +355,11 @@ def _read_pv1(change: Change, pv1: list[bytes], seps: bytes, dec: Decoder, zone:
         v["CurrentPatientLocation"] = ""
         v["InstitutionName"] = ""
     elif loc:
-        t = dec.plain(loc)
-        if t is not None:  # the usual case, as text (same result as below)
-            tc = t.split(chr(seps[1]))
-            n = len(tc)
-            parts = [tc[i - 1].strip() if i <= n else "" for i in mapping.location_components]
+        tc = _text_comps(loc, seps, dec)
+        if tc is not None:
+            parts = _pick(tc, mapping.location_components)
             point_of_care = tc[0].strip()
-            institution = tc[3].split(chr(seps[4]))[0].strip() if n > 3 else ""
+            institution = tc[3].split(chr(seps[4]))[0].strip() if len(tc) > 3 else ""
         else:
             c = comps(loc, seps)
             parts = [dec.unescape(at(c, i)).strip() for i in mapping.location_components]
