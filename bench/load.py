@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,19 +121,32 @@ class Server:
             [sys.executable, "-m", "ebw", "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=2) as r:
                     if r.status == 200:
                         return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError("server did not become healthy")
+        tail = self.log_tail()
+        self.stop()
+        raise RuntimeError(f"server did not become healthy; its log ends:\n{tail}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        with open(self.dir + "/ebw.log", "rb") as f:
+            return b"".join(f.readlines()[-lines:]).decode("utf-8", "replace")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+        """Stop the server and remove its data directory (a run can leave hundreds of MB)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system, all threads) the server's processes have used so far:
