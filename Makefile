@@ -14,7 +14,7 @@ $(STAMP): $(SOURCES)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel Cython
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python setup.py --quiet build_ext --inplace
-	$(BIN)/python -c "import ebw._fast.hl7scan, ebw._fast.cfind"
+	$(BIN)/python -c "import ebw._fast.hl7scan, ebw._fast.adtread, ebw._fast.cfind"
 	touch $(STAMP)
 
 serve: install

@@ -36,6 +36,12 @@ extensions = [
         extra_compile_args=["-O2"],
     ),
     Extension(
+        "ebw._fast.adtread",
+        ["ebw/_fast/adtread.pyx"],
+        define_macros=macros,
+        extra_compile_args=["-O2"],
+    ),
+    Extension(
         "ebw._fast.cfind",
         ["ebw/_fast/cfind.pyx"],
         define_macros=macros,

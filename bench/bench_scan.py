@@ -1,5 +1,7 @@
 """HL7 scan micro-benchmarks (group "hl7-scan"): one synthetic ADT^A01 message
-through the Cython scanner, its pure-Python reference, python-hl7 and hl7apy.
+through the Cython scanner, its pure-Python reference, python-hl7 and hl7apy; and
+(group "adt-read") read into an encounter change by the Cython ADT reader and its
+reference.
 
     python -m pytest bench/bench_scan.py --benchmark-only -q
 
@@ -71,3 +73,21 @@ def test_hl7apy_parse_message(benchmark) -> None:
     parser = pytest.importorskip("hl7apy.parser")
     msg = benchmark(parser.parse_message, TEXT, find_groups=False)
     assert msg.msh.msh_10.value == "MSG0000000042"
+
+
+# Group "adt-read": the same message read into the Change the encounter index applies
+# (scan included): the compiled reader against its reference.
+
+
+@pytest.mark.benchmark(group="adt-read")
+def test_adt_read_fast(benchmark) -> None:
+    from ebw._fast import adtread
+
+    assert benchmark(adtread.parse, MESSAGE).encounter_key == "V|DEMOHOSP|V900001"
+
+
+@pytest.mark.benchmark(group="adt-read")
+def test_adt_read_ref(benchmark) -> None:
+    from ebw.hl7 import adt
+
+    assert benchmark(adt.parse, MESSAGE).encounter_key == "V|DEMOHOSP|V900001"

@@ -21,7 +21,8 @@ from .config import EndpointConfig
 from .errors import ParseError, RejectError, StoreError
 from .hl7 import ack as hl7ack
 from .hl7._scan_ref import BAD_SEGMENT_ID
-from .hl7.adt import KNOWN_EVENTS, Change, Header, Mapping, parse, parse_header
+from .hl7.adt import KNOWN_EVENTS, Change, Header, Mapping, parse_header
+from .hl7.reader import parse
 from .hl7.scan import scan
 from .hl7.text import CHARSETS
 from .log import shape

@@ -23,7 +23,7 @@ from typing import Any
 from . import curation, encounters
 from .config import Config, EndpointConfig
 from .errors import EbwError, ParseError, RejectError
-from .hl7.adt import parse
+from .hl7.reader import parse
 from .ingest import mapping_for
 from .store import Store, loads, split_key
 

@@ -161,8 +161,17 @@ def parse_header(seps: bytes, msh: list[bytes], nseg: int) -> Header:
 
 
 def parse(data: bytes, mapping: Mapping = DEFAULT_MAPPING) -> Change:
-    """Scan and read one ADT message the way ``mapping`` says."""
-    seps, nseg, segments = scan(data)
+    """Scan and read one ADT message the way ``mapping`` says.
+
+    This is the reference reader.  ``ebw.hl7.reader.parse`` is what the server calls:
+    the compiled twin ``ebw._fast.adtread`` unless ``EBW_NO_EXTENSIONS=1``, which
+    gives the same result (or raises the same error) for every input."""
+    return parse_scanned(scan(data), mapping)
+
+
+def parse_scanned(scanned: tuple[bytes, int, list], mapping: Mapping = DEFAULT_MAPPING) -> Change:
+    """``parse`` of a message already scanned (``scan(data)``, the whole result)."""
+    seps, nseg, segments = scanned
     msh = segments[0][1]
     header = parse_header(seps, msh, nseg)
     if header.code != "ADT":

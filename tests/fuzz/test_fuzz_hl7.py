@@ -16,6 +16,8 @@ Properties, on every input:
   (``ebw.hl7._scan_ref``) and the selector (``ebw.hl7.scan``) give the same result,
   types included, or the same ``ParseError`` (reason, offset); nothing else is
   raised (bytes, bytearray and memoryview alike);
+* the compiled ADT reader (``ebw._fast.adtread``) returns the same ``Change`` or
+  raises the same error as its reference, ``ebw.hl7.adt.parse``;
 * ``ebw.hl7.adt.parse`` returns a ``Change`` or raises ``ParseError`` (exactly
   when the scanner does, same reason and offset) or ``RejectError`` (AE/AR, a
   table 0357 code); never anything else -- an escaping exception would leave the
@@ -62,7 +64,9 @@ from tests.fuzz.harness import counted, fuzz_settings
 
 if os.environ.get("EBW_NO_EXTENSIONS") == "1":
     fast = pytest.importorskip("ebw._fast.hl7scan")
+    fast_reader = pytest.importorskip("ebw._fast.adtread")
 else:
+    from ebw._fast import adtread as fast_reader
     from ebw._fast import hl7scan as fast  # not built = failure, never a silent skip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -395,9 +399,19 @@ def check_ack(
             assert err_fields[8] == expected_copy(want, None, seps)
 
 
+def parse_outcome(parse: Any, data: bytes, mapping: adt.Mapping) -> Any:
+    try:
+        change = parse(data, mapping)
+    except Exception as exc:  # noqa: BLE001 - the error is the outcome compared
+        return (type(exc).__name__, exc.args, vars(exc))
+    return ("ok", change, [list(d.items()) for d in (change.patient, change.visit, change.segments)])
+
+
 def check_message(data: bytes, cfg: Any = BASE_CFG) -> None:
     scanned = check_scanners(data)
     mapping = ingest.mapping_for(cfg)
+    # the compiled ADT reader reads it as its reference does (or fails the same way)
+    assert parse_outcome(fast_reader.parse, data, mapping) == parse_outcome(adt.parse, data, mapping)
     try:
         change = adt.parse(data, mapping)
     except ParseError as exc:
