@@ -131,8 +131,11 @@ def _unpack_journal(value: bytes) -> tuple[dict[str, Any], bytes]:
     return journal_header(value), bytes(body) if n & _RAW else zlib.decompress(body, -12)
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once: dumps runs per message
+
+
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _JSON.encode(obj).encode("utf-8")
 
 
 def pack_record(record: dict[str, Any]) -> bytes:

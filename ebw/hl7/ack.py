@@ -143,33 +143,27 @@ def build(
     """The ACK message (without MLLP framing) for ``header`` (None: MSH unreadable)."""
     if header is None:
         header = Header(seps=DEFAULT_SEPS)
-    received = header.seps
-    seps = ack_separators(received)
+    key = (
+        header.seps,
+        header.msh3,
+        header.msh4,
+        header.msh5,
+        header.msh6,
+        header.processing_id,
+        header.version,
+        header.charset,
+        event or header.event,
+    )
+    if sum(len(k) for k in key) <= _CACHED_MAX:
+        seps, head, mid, tail, copy = _msh_parts(*key)
+    else:  # a sender's outsized fields are not kept
+        seps, head, mid, tail, copy = _msh_parts.__wrapped__(*key)
     f = seps[0:1]
     c = seps[1:2]
-
-    copy = _rewriter(bytes(received), bytes(seps))  # restate() of each copied field
-
-    ev = copy((event or header.event).encode("latin_1", "replace"))
-    msh = f.join(
-        [
-            b"MSH",
-            seps[1:5],
-            copy(header.msh5) or b"EBW",
-            copy(header.msh6),
-            copy(header.msh3),
-            copy(header.msh4),
-            _now(),
-            b"",
-            b"ACK" + c + ev + c + b"ACK" if ev else b"ACK",
-            control_id(),
-            copy(header.processing_id) or b"P",
-            copy(header.version) or b"2.5.1",
-        ]
-    )
-    if header.charset:
-        msh += f * 6 + copy(header.charset)  # MSH-13 to MSH-17 empty
-    segments = [msh, f.join([b"MSA", ack.encode(), copy(header.control_id)])]
+    segments = [
+        head + _now() + mid + control_id() + tail,
+        f.join([b"MSA", ack.encode(), copy(header.control_id)]),
+    ]
     if ack != "AA":
         loc = location.replace("^", chr(c[0])).encode("latin_1", "replace") if location else b""
         segments.append(
@@ -188,3 +182,34 @@ def build(
             )
         )
     return b"\r".join(segments) + b"\r"
+
+
+_CACHED_MAX = 512  # bytes of sender fields above which an ACK's MSH parts are not cached
+
+
+@functools.lru_cache(maxsize=256)  # one entry per sender, event and delimiters, in practice
+def _msh_parts(
+    received: bytes,
+    msh3: bytes,
+    msh4: bytes,
+    msh5: bytes,
+    msh6: bytes,
+    processing_id: bytes,
+    version: bytes,
+    charset: bytes,
+    event: str,
+) -> tuple[bytes, bytes, bytes, bytes, Callable[[bytes], bytes]]:
+    """What an ACK's MSH is made of around MSH-7 and MSH-10 (which change with every
+    ACK): ``(seps, up to MSH-7, MSH-8 and MSH-9, MSH-11 on)`` and the ``restate`` of
+    the copied fields."""
+    seps = ack_separators(received)
+    f = seps[0:1]
+    c = seps[1:2]
+    copy = _rewriter(bytes(received), bytes(seps))  # restate() of each copied field
+    ev = copy(event.encode("latin_1", "replace"))
+    head = f.join([b"MSH", seps[1:5], copy(msh5) or b"EBW", copy(msh6), copy(msh3), copy(msh4), b""])
+    mid = f + f + (b"ACK" + c + ev + c + b"ACK" if ev else b"ACK") + f
+    tail = f + (copy(processing_id) or b"P") + f + (copy(version) or b"2.5.1")
+    if charset:
+        tail += f * 6 + copy(charset)  # MSH-13 to MSH-17 empty
+    return seps, head, mid, tail, copy
