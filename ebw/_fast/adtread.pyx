@@ -6,22 +6,27 @@ properties hold the two together.
 
 Shape: the message is scanned once (the compiled scanner).  The common message --
 standard delimiters ``|^~\\&``, a trigger event that opens, moves, updates or closes
-an encounter (no merge), a PID, no escape sequence in a value it reads and text
-that decodes with the endpoint's charset -- is read here: components are found
-with ``memchr`` on the field bytes and only the values kept become ``str``.  Any
-other message (nonstandard delimiters, merges, ignored or unknown events, missing
-segments, escape sequences, text that needs the charset fallback) goes to the
-reference, ``adt.parse_scanned``, with the scan already done; so do all errors.
+an encounter (no merge), a PID, and text that decodes with the endpoint's charset --
+is read here: components are found with ``memchr`` on the field bytes and only the
+values kept become ``str`` (a value with an escape sequence is resolved by the
+reference's ``Decoder.unescape``).  Any other message (nonstandard delimiters,
+merges, ignored or unknown events, missing segments, text that needs the charset
+fallback) goes to the reference, ``adt.parse_scanned``, with the scan already done;
+so do all errors.
 
 Why each rule keeps the result the same:
   * the reference splits bytes on delimiters before decoding the pieces it reads
     (or, for ASCII without escapes, decodes first: the same pieces); so does this;
-  * a value without the escape character unescapes to its decoded bytes;
+  * a value without the escape character unescapes to its decoded bytes; one with
+    it is unescaped by the reference's code (a fallback there sends the message to
+    the reference);
   * a value read here is decoded exactly when the reference decodes it (same
     order, same short cuts), so a decode that would have set ``charset_fallback``
     sends the message to the reference instead;
-  * dates go through the reference's own ``parse_dtm``; ``str`` methods (strip,
-    upper) are the same methods.
+  * a datetime of the usual shape (digits, then an optional ``+ZZZZ``/``-ZZZZ``) is
+    computed here (``dtm``, held to ``parse_dtm`` by its own property test), any
+    other by the reference's ``parse_dtm``; ``str`` methods (strip, upper) are the
+    same methods.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -214,7 +219,10 @@ cdef object _dtm(bytes raw, object zone):
     if has_offset:
         return <double>(_days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
                         - offset * 60)
-    return _datetime(year, month, day, hour, minute, second, tzinfo=zone).timestamp() + 0.0
+    try:
+        return _datetime(year, month, day, hour, minute, second, tzinfo=zone).timestamp() + 0.0
+    except ValueError:
+        return None  # as the reference
 
 
 def dtm(raw, zone):
