@@ -162,7 +162,7 @@ def loads(raw: bytes | memoryview) -> Any:
 
 
 def key(*parts: str) -> bytes:
-    return SEP.join(p.encode("utf-8") for p in parts)
+    return "\x00".join(parts).encode("utf-8")  # = SEP.join of each part's UTF-8: NUL is one byte
 
 
 def split_key(raw: bytes) -> list[str]:

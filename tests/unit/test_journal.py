@@ -10,6 +10,8 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ebw.errors import StoreError
 from ebw.store import Store, dumps, journal_header, loads, pack_record
@@ -74,3 +76,14 @@ def test_released_map_pages_leave_the_data_readable(tmp_path):
     with store.read() as txn:
         assert [bytes(v) for _k, v in txn.cursor(db=store.db["meta"]) if bytes(_k).startswith(b"k")] == values
     store.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.text(), min_size=1, max_size=4))
+def test_db_keys_are_the_parts_utf8_joined_by_nul(parts):
+    """``store.key`` (every index key) is the parts' UTF-8 joined by NUL, as written so far."""
+    from ebw import store
+
+    assert store.key(*parts) == store.SEP.join(p.encode("utf-8") for p in parts)
+    if all("\x00" not in p for p in parts):
+        assert store.split_key(store.key(*parts)) == parts
