@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from json.encoder import encode_basestring as _json_str  # a JSON string, as store.dumps writes it
 from typing import Any
 
 from . import encounters, metrics
@@ -98,14 +99,14 @@ class Hl7Endpoint:
     def _job(self, change: Change, cfg: EndpointConfig, frame: bytes) -> Callable[[Any], encounters.Applied]:
         store, ep = self.store, self.ep
 
-        packed = pack_message(frame)  # here, not in the commit thread
+        # here, not in the write transaction (which holds LMDB's writer lock)
+        packed = pack_message(frame)
+        parts = _journal_header_parts(ep, change.header, "AA", change.event)
 
         def job(txn: Any) -> encounters.Applied:
             now = time.time()
             applied = encounters.apply(store, txn, ep, cfg, change, now)
-            store.journal_append(
-                txn, _journal_header(now, ep, change.header, "AA", change.event, applied.outcome), packed
-            )
+            store.journal_append(txn, _journal_header_json(now, parts, applied.outcome), packed)
             return applied
 
         return job
@@ -152,6 +153,22 @@ def _journal_header(now: float, ep: str, header: Header | None, ack: str, event:
         h["cid"] = header.control_id.decode("latin_1")
         h["from"] = (header.msh3 + b"/" + header.msh4).decode("latin_1")
     return h
+
+
+def _journal_header_parts(ep: str, header: Header | None, ack: str, event: str) -> tuple[bytes, bytes]:
+    """The JSON of ``_journal_header`` around its two values known only in the write
+    transaction (receive time, outcome), made before it: ``_journal_header_json``
+    then gives exactly ``store.dumps(_journal_header(...))``."""
+    pre = f',"ep":{_json_str(ep)},"ack":{_json_str(ack)},"ev":{_json_str(event)},"outcome":'
+    if header is None:
+        return pre.encode("utf-8"), b"}"
+    cid = _json_str(header.control_id.decode("latin_1"))
+    sender = _json_str((header.msh3 + b"/" + header.msh4).decode("latin_1"))
+    return pre.encode("utf-8"), f',"cid":{cid},"from":{sender}}}'.encode()
+
+
+def _journal_header_json(now: float, parts: tuple[bytes, bytes], outcome: str) -> bytes:
+    return b'{"t":' + float.__repr__(now).encode() + parts[0] + _json_str(outcome).encode("utf-8") + parts[1]
 
 
 def _ignore_result(fut: Any) -> None:

@@ -598,12 +598,13 @@ class Store:
 
     # -- journal -----------------------------------------------------------------
 
-    def journal_append(self, txn: lmdb.Transaction, header: dict[str, Any], packed: bytes) -> int:
+    def journal_append(self, txn: lmdb.Transaction, header: dict[str, Any] | bytes, packed: bytes) -> int:
         """Keep one received message verbatim with its header (receive time, endpoint,
-        sender, ACK code ...).  ``packed`` is ``pack_message(raw)``, done by the caller
-        outside the commit.  Keys are sequential, so appends touch few pages."""
+        sender, ACK code ...: a dict, or its ``dumps`` already made).  ``packed`` is
+        ``pack_message(raw)``, done by the caller outside the commit.  Keys are
+        sequential, so appends touch few pages."""
         seq = self.next_seq(txn, "journal")
-        head = dumps(header)
+        head = header if isinstance(header, bytes) else dumps(header)
         if len(head) >= _RAW:
             raise StoreError("journal header too long")
         txn.put(_U64.pack(seq), _U16.pack(len(head) | _RAW) + head + packed, db=self.db["journal"], append=True)

@@ -87,3 +87,30 @@ def test_db_keys_are_the_parts_utf8_joined_by_nul(parts):
     assert store.key(*parts) == store.SEP.join(p.encode("utf-8") for p in parts)
     if all("\x00" not in p for p in parts):
         assert store.split_key(store.key(*parts)) == parts
+
+
+_text = st.text(st.characters(codec="utf-8"), max_size=12)
+_field = st.binary(max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    now=st.floats(min_value=0, max_value=4e9) | st.sampled_from([1795920416.1080353, 0.1, 1e16]),
+    ep=_text,
+    ack=st.sampled_from(["AA", "AE", "AR"]),
+    event=_text,
+    outcome=_text,
+    fields=st.none() | st.tuples(_field, _field, _field),
+)
+def test_journal_header_made_in_two_parts_is_the_same_json(now, ep, ack, event, outcome, fields):
+    """The journal header the ingest job writes, mostly made before the write transaction,
+    is byte for byte ``dumps`` of the header dict (quotes, backslashes, control bytes and
+    non-ASCII in the sender's MSH-3/4/10 included)."""
+    from ebw import ingest
+    from ebw.hl7.adt import Header
+
+    header = None if fields is None else Header(seps=b"|^~\\&", msh3=fields[0], msh4=fields[1], control_id=fields[2])
+    parts = ingest._journal_header_parts(ep, header, ack, event)
+    made = ingest._journal_header_json(now, parts, outcome)
+    assert made == dumps(ingest._journal_header(now, ep, header, ack, event, outcome))
+    assert journal_header(struct.pack(">H", len(made) | 0x8000) + made)["outcome"] == outcome
