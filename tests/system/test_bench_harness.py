@@ -106,3 +106,12 @@ def test_the_throwaway_server_leaves_nothing_behind():
     server.stop()
     assert not os.path.exists(server.dir) and server.proc.returncode is not None
     server.stop()
+
+
+def test_free_ports_are_never_handed_out_twice():
+    """A server's three listeners get three different ports (the kernel may give the
+    port just closed again: once a test server refused to start over it)."""
+    from bench.peers import free_port
+
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == 200
