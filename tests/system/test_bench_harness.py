@@ -115,3 +115,18 @@ def test_free_ports_are_never_handed_out_twice():
 
     ports = [free_port() for _ in range(200)]
     assert len(set(ports)) == 200
+
+
+def test_the_store_ceiling_does_the_work_it_times(tmp_path, capsys):
+    """`python -m bench.ceiling` runs the server's read, apply and commit path in one and
+    two processes on one LMDB environment: every message it counts is in the journal."""
+    from bench import ceiling
+
+    out = tmp_path / "ceiling.json"
+    assert ceiling.main(["--messages", "40", "-p", "1", "-p", "2", "-b", "8", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["fsync"], r["processes"]) for r in rows] == [("on", 1), ("on", 2), ("off", 1), ("off", 2)]
+    for r in rows:
+        assert r["stored"] == 40 * r["processes"]
+        assert r["msg_per_s"] > 0 and r["commit_ms"] > 0 and r["cpu_us_per_msg"] > 0
+    assert "msg_per_s" in capsys.readouterr().out
