@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/ebw bench cfind --items 10000
 	$(BIN)/ebw bench mixed --items 10000 --duration 20 -k 16 -m 4
 	$(BIN)/ebw bench peers --items 10000 --messages 5000
+	$(BIN)/ebw bench ceiling
 
 clean:
 	rm -rf $(VENV) build *.egg-info ebw/_fast/*.c ebw/_fast/*.so ebw/_fast/*.html

@@ -1,4 +1,4 @@
-"""What the store path allows with no network at all (``python -m bench.ceiling``).
+"""What the store path allows with no network at all (``ebw bench ceiling``, ``python -m bench.ceiling``).
 
 The server's own per-message work -- the ADT reader, the apply step (lifecycle
 rules, encounter record, open index, accession numbers, change feed, journal) and
@@ -90,7 +90,7 @@ def run(processes: int, messages: int, batch: int, sync: bool, parse_in_loop: bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="ebw bench ceiling", description=__doc__.splitlines()[0])
     p.add_argument("--messages", type=int, default=10_000, help="messages per process")
     p.add_argument("-p", "--processes", type=int, action="append", help="repeatable; default 1 and 2")
     p.add_argument("-b", "--batch", type=int, action="append", help="messages per commit; default 8, 16, 64")

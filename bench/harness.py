@@ -9,6 +9,7 @@ query, both at once, and the same load against the tools people would pick inste
     ebw bench mixed  [--items N] [--rate R] [-k K] [-m M] [--duration S]
     ebw bench peers  [--items N] [--messages N]    # EBW vs wlmscpfs, Orthanc, python-hl7, the floor
     ebw bench compare A.json B.json
+    ebw bench ceiling [--messages N] [-p 1 -p 2] [-b 8 -b 16]   # the store path alone, no network
 
 Without ``--target`` the harness starts its own ``ebw serve`` (``--workers``,
 ``--fsync``) in a temporary directory and, for C-FIND, loads ``--items`` synthetic
@@ -721,6 +722,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--open-target", type=int, default=1000)
     s = sub.add_parser("compare", help="ratios between two JSON results")
     s.add_argument("files", nargs=2)
+    s = sub.add_parser(
+        "ceiling",
+        help="the server's store path alone (read, apply, commit), no network: ebw bench ceiling --help",
+    )  # its options are its own: handed to bench.ceiling as they are
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["ceiling"]:
+        from bench import ceiling
+
+        return ceiling.main(argv[1:])
     args = p.parse_args(argv)
     if args.cmd == "compare":
         cmd_compare(args)

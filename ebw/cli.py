@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", metavar="SRC", help="a directory made by 'ebw backup'")
     s.add_argument("--data-dir", help=data_dir_help)
     s.set_defaults(func=_cmd_restore)
-    sub.add_parser("bench", help="the load-test harness: ebw bench {adt,cfind,mixed,peers,compare} --help")
+    sub.add_parser("bench", help="the load-test harness: ebw bench {adt,cfind,mixed,peers,compare,ceiling} --help")
     s = sub.add_parser("stats", help="counts from the store: endpoints, encounters, journal, exams, map use")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--data-dir", help=data_dir_help)

@@ -118,12 +118,10 @@ def test_free_ports_are_never_handed_out_twice():
 
 
 def test_the_store_ceiling_does_the_work_it_times(tmp_path, capsys):
-    """`python -m bench.ceiling` runs the server's read, apply and commit path in one and
-    two processes on one LMDB environment: every message it counts is in the journal."""
-    from bench import ceiling
-
+    """`ebw bench ceiling` runs the server's read, apply and commit path in one and two
+    processes on one LMDB environment: every message it counts is in the journal."""
     out = tmp_path / "ceiling.json"
-    assert ceiling.main(["--messages", "40", "-p", "1", "-p", "2", "-b", "8", "--json", str(out)]) == 0
+    assert harness.main(["ceiling", "--messages", "40", "-p", "1", "-p", "2", "-b", "8", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [(r["fsync"], r["processes"]) for r in rows] == [("on", 1), ("on", 2), ("off", 1), ("off", 2)]
     for r in rows:
