@@ -292,9 +292,7 @@ def _merge_group(c: _Ctx, change: Change) -> None:
     if ev in PATIENT_MERGE and change.prior_patient is not None:
         prior_id, prior_issuer = change.prior_patient
         new = (change.patient.get("PatientID") or "", change.patient.get("IssuerOfPatientID") or "")
-        # MRG-1 often carries no assigning authority: then it means "this ID, any issuer".
-        keys = c.store.encounters_of_patient(c.txn, c.ep, prior_id, prior_issuer or None)
-        for enc_key in keys:
+        for enc_key in _prior_encounters(c, prior_id, prior_issuer, new[1]):
             record = c.get(enc_key)
             if record is None:
                 continue
@@ -307,8 +305,25 @@ def _merge_group(c: _Ctx, change: Change) -> None:
             record.setdefault("merged_from", []).append(list(ident))
             _stamp(record, change, c.now)
             c.put(enc_key, record, ident)
+            if enc_key == f"P|{ident[1]}|{ident[0]}":
+                # the prior patient's visit-less encounter becomes the survivor's (one per
+                # patient): under the survivor's key, or closed into the one it has
+                _rekey(c, enc_key, f"P|{change.patient_key}")
     if ev in ACCOUNT_MERGE and change.prior_account_key and change.prior_account_key != change.encounter_key:
         _rekey(c, change.prior_account_key, change.encounter_key, change)
+
+
+def _prior_encounters(c: _Ctx, prior_id: str, prior_issuer: str, survivor_issuer: str) -> list[str]:
+    """Encounter keys of the prior patient of a merge (``MRG-1``).  Patients are an ID
+    and its assigning authority: the same MRN from another authority is another
+    patient.  An ``MRG-1`` without an authority names the prior patient within the
+    surviving patient's authority (``PID-3``), else a patient stored without one."""
+    if prior_issuer:
+        return c.store.encounters_of_patient(c.txn, c.ep, prior_id, prior_issuer)
+    keys = c.store.encounters_of_patient(c.txn, c.ep, prior_id, survivor_issuer)
+    if not keys and survivor_issuer:
+        keys = c.store.encounters_of_patient(c.txn, c.ep, prior_id, "")
+    return keys
 
 
 def _rekey(c: _Ctx, old_key: str, new_key: str, change: Change | None = None) -> None:
