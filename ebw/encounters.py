@@ -35,9 +35,9 @@ Duplicates: a message whose MSH-10 was already applied from the same sender
 (MSH-3/MSH-4) on this endpoint is not applied again (``duplicate``) and is
 answered as the first time (AA).  For encounter events the encounter record
 itself keeps the last ``SEEN_KEPT`` message ids that changed it (no extra
-write per message: what a synced commit costs is the pages it writes); other
-events, and the ids of an encounter re-keyed away, are kept in the ``seen`` db,
-pruned after EBW_JOURNAL_RETENTION_DAYS.
+write per message: what a synced commit costs is the pages it writes); the
+ids it no longer keeps, those of other events and of an encounter re-keyed
+away are kept in the ``seen`` db, pruned after EBW_JOURNAL_RETENTION_DAYS.
 
 Ordering: a message whose event time (EVN-2, else MSH-7) is older than the
 last change applied to the encounter does not overwrite newer data
@@ -248,7 +248,12 @@ def _encounter_event(c: _Ctx, change: Change) -> Applied:
     record["status"] = status
     _stamp(record, change, c.now)
     if c.msg_id:
-        record["seen"] = [*(record.get("seen") or ())[1 - SEEN_KEPT :], c.msg_id]
+        seen = record.get("seen") or []
+        for pushed_out in seen[: max(len(seen) + 1 - SEEN_KEPT, 0)]:
+            # kept on in the seen db: a resend with the same event time as the messages
+            # after it is not caught by the ordering rule
+            c.store.mark_seen(c.txn, pushed_out.encode("latin_1"), c.now)
+        record["seen"] = [*seen[1 - SEEN_KEPT :], c.msg_id]
     c.put(enc_key, record, old_ident)
     return Applied("created" if created else ev.lower() if ev in CLOSE else "updated", c.issued)
 

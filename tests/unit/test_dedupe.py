@@ -35,6 +35,26 @@ def test_a_resent_encounter_message_is_a_duplicate_even_after_later_ones(tmp_pat
     store.close()
 
 
+def test_a_resend_is_a_duplicate_after_more_later_messages_than_the_record_keeps(tmp_path):
+    """The ids a record no longer keeps go to the seen db: a resend with the same event
+    time as the messages after it (minute-precision EVN-2, a queue replayed after an
+    outage) must not re-open a discharged encounter."""
+    store = Store(str(tmp_path), 16, sync=False)
+    when = "202611281000"
+    first = msg("A04", "E1", "P1", "V1", loc="ED^1^1^GENHOSP", when=when)
+    assert _apply(store, first) == "created"
+    for i in range(encounters.SEEN_KEPT):
+        assert _apply(store, msg("A08", f"E{i + 2}", "P1", "V1", loc="ED^1^15^GENHOSP", when=when)) == "updated"
+    assert _apply(store, msg("A03", "E99", "P1", "V1", loc="ED^1^15^GENHOSP", when=when)) == "a03"
+    assert _apply(store, first) == "duplicate"
+    with store.read() as txn:
+        record = store.get_encounter(txn, EP, "V|GENHOSP|V1")
+        assert record["status"] == "discharged" and record["visit"]["CurrentPatientLocation"] == "ED-1-15"
+        assert len(record["seen"]) == encounters.SEEN_KEPT
+        assert txn.stat(store.db["seen"])["entries"] == 2  # E1 and E2, pushed out of the record
+    store.close()
+
+
 def test_person_events_and_rekeyed_encounters_use_the_seen_db(tmp_path):
     store = Store(str(tmp_path), 16, sync=False)
     assert _apply(store, msg("A01", "C1", "P1", "V1")) == "created"
