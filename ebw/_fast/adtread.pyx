@@ -318,6 +318,7 @@ cdef void _read_pv1(object change, list pv1, _Text tx, object zone, object mappi
     loc = _fld(pv1, 3)
     if loc == NULL_BYTES:
         v["CurrentPatientLocation"] = ""
+        v["point_of_care"] = ""
         v["InstitutionName"] = ""
     elif PyBytes_GET_SIZE(loc):
         parts = []

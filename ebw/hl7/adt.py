@@ -360,8 +360,9 @@ def _read_pv1(change: Change, pv1: list[bytes], seps: bytes, dec: Decoder, zone:
     v = change.visit
     v["patient_class"] = _value(at(comps(fld(pv1, 2), seps), 1), dec)
     loc = fld(pv1, 3)
-    if loc == b'""':
+    if loc == b'""':  # the location cleared: all three parts read from it
         v["CurrentPatientLocation"] = ""
+        v["point_of_care"] = ""
         v["InstitutionName"] = ""
     elif loc:
         tc = _text_comps(loc, seps, dec)

@@ -50,6 +50,23 @@ def test_explicit_null_and_absent_fields():
     assert "PatientSex" not in c.patient  # absent keeps
 
 
+@pytest.mark.parametrize("read", ["reference", "server"])
+def test_an_explicit_null_location_clears_the_point_of_care_too(read):
+    """PV1-3 ``""`` clears the location, the institution and the point of care (PL-1:
+    SPS Location, curation): none may stay from the location it cleared."""
+    from ebw.hl7 import reader
+
+    read_with = parse if read == "reference" else reader.parse
+    msg = corpus("001_a04_register.hl7")
+    pv1 = next(s for s in msg.split(b"\r") if s.startswith(b"PV1"))
+    fields = pv1.split(b"|")
+    assert fields[3]  # the corpus message has a location
+    cleared = msg.replace(pv1, b"|".join([*fields[:3], b'""', *fields[4:]]))
+    visit = read_with(cleared).visit
+    assert visit["CurrentPatientLocation"] == visit["point_of_care"] == visit["InstitutionName"] == ""
+    assert read_with(msg).visit["point_of_care"]
+
+
 def test_escapes_are_resolved_after_splitting():
     msg = corpus("001_a04_register.hl7").replace(b"DOE^JANE", b"O\\T\\NEIL\\S\\X^JANE")
     assert parse(msg).patient["PatientName"].startswith("O&NEIL^X^JANE")
