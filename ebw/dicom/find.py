@@ -46,6 +46,7 @@ from ..errors import QueryError
 from ..store import Store, loads
 from ..worklist import ITEM_SEQUENCES, SPS, START_DATETIME, VRS, Renderer, make_item
 from . import match, quirks
+from ._match_ref import trim  # the matcher's padding rules (its specification)
 from .encode import (
     PreEncoded,
     element_writer,
@@ -240,11 +241,15 @@ def combine_start(keys: list[tuple[str, str, str]]) -> list[tuple[str, str, str]
 
 def names_patient(keys: list[tuple[str, str, str]]) -> bool:
     """True when a query names a patient: a single value (no wildcard) on one of
-    Patient ID, Patient's Name, Accession Number or Admission ID."""
-    for p, _vr, v in keys:
+    Patient ID, Patient's Name, Accession Number or Admission ID.
+
+    Read as the matcher reads the key: its padding trimmed (for PN the empty trailing
+    components too) and split on ``\\``.  ``^^^^``, a lone ``\\`` or spaces match
+    everyone and name nobody; a list of values names several patients, not one."""
+    for p, vr, v in keys:
         if p in IDENTIFYING:
-            v = v.strip()
-            if v and "*" not in v and "?" not in v:
+            values = [t for t in (trim(vr, part) for part in v.split("\\")) if t]
+            if len(values) == 1 and "*" not in values[0] and "?" not in values[0]:
                 return True
     return False
 

@@ -86,12 +86,18 @@ def test_confidential_encounters_only_for_queries_naming_the_patient(server_fact
     assert [i.PatientID for i in cfind(s, mwl_query(PatientName="LIFE*"))] == []
     assert [i.PatientID for i in cfind(s, mwl_query(PatientID="L1"))] == ["L1"]
     assert [i.PatientID for i in cfind(s, mwl_query(PatientName="LIFE^ANNA"))] == ["L1"]
+    # keys that match everyone name nobody; a list of IDs names several patients, not one
+    assert [i.PatientID for i in cfind(s, mwl_query(PatientName="^^^^"))] == ["S1"]
+    assert [i.PatientID for i in cfind(s, mwl_query(AccessionNumber="\\"))] == ["S1"]
+    assert [i.PatientID for i in cfind(s, mwl_query(PatientID="L1\\S1"))] == ["S1"]
 
 
 def test_broad_query_cap(server_factory):
     s = server_factory(EBW_BROAD_QUERY_MAX="1").start()
     admit(s, "010_a04_register", "050_a04_person_visit1")
     assert statuses(s, mwl_query()) == [0xA700]
+    assert statuses(s, mwl_query(PatientName="^")) == [0xA700]
+    assert statuses(s, mwl_query(PatientID="L1\\S1")) == [0xA700]
     assert statuses(s, mwl_query(PatientID="S1")) == [0xFF00, 0x0000]
 
 
