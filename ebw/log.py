@@ -50,11 +50,25 @@ def setup(level: str = "INFO", fmt: str | None = None) -> None:
     )
 
 
+# HL7 v2 segment IDs a message's shape may name.  Any other line start -- a Z-segment,
+# or the text after a line break inside a field, which can be a surname -- is "???".
+SEGMENT_IDS = frozenset(
+    "ABS ACC ADD AFF AIG AIL AIP AIS AL1 APR ARQ ARV AUT BHS BLC BLG BPO BPX BTS BTX CDM CER "
+    "CM0 CM1 CM2 CNS CON CSP CSR CSS CTD CTI DB1 DG1 DRG DSC DSP ECD ECR EDU EQP EQU ERR EVN "
+    "FAC FHS FT1 FTS GOL GP1 GP2 GT1 IAM IIM IN1 IN2 IN3 INV IPC ISD LAN LCC LCH LDP LOC LRL "
+    "MFA MFE MFI MRG MSA MSH NCK NDS NK1 NPU NSC NST NTE OBR OBX ODS ODT OM1 OM2 OM3 OM4 OM5 "
+    "OM6 OM7 ORC ORG OVR PCR PD1 PDA PDC PEO PES PID PR1 PRA PRB PRC PRD PSH PTH PV1 PV2 QAK "
+    "QID QPD QRD QRF QRI RCP RDF RDT RF1 RGS RMI ROL RQ1 RQD RXA RXC RXD RXE RXG RXO RXR SAC "
+    "SCH SFT SID SPM SPR STF TCC TCD TQ1 TQ2 TXA UAC UB1 UB2 URD URS VAR VTQ".split()
+)
+
+
 def shape(data: bytes, max_segments: int = 40) -> str:
-    """A PHI-free description of an HL7 message: segment ids and lengths."""
+    """A PHI-free description of an HL7 message: segment IDs (known ones only, else
+    ``???``) and lengths."""
     parts = []
     for seg in data.replace(b"\n", b"\r").split(b"\r")[:max_segments]:
         if seg:
-            sid = seg[:3].decode("ascii", "replace") if seg[:3].isalnum() else "???"
-            parts.append(f"{sid}:{len(seg)}")
+            sid = seg[:3].decode("latin_1")
+            parts.append(f"{sid if sid in SEGMENT_IDS else '???'}:{len(seg)}")
     return " ".join(parts) or "(empty)"
