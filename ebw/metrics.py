@@ -52,7 +52,8 @@ mllp_frames_rejected = Counter(
     "ebw_mllp_frames_rejected_total",
     "MLLP input refused before HL7 parsing, by reason: oversize (frame over the cap, AR then "
     "close), slow_sender (frame unfinished after EBW_MLLP_FRAME_TIMEOUT_SECONDS), "
-    "connection_limit (connection refused), garbage (bytes outside any frame, line ends aside).",
+    "connection_limit (connection refused), garbage (bytes outside any frame, line ends aside, "
+    "or a frame cut short by a new start block).",
     ["endpoint", "reason"],
 )
 store_commits = Counter("ebw_store_commits_total", "LMDB write transactions committed.")

@@ -32,7 +32,8 @@ class FrameReader:
     """Incremental MLLP deframer.
 
     ``feed(data)`` returns the complete frames found so far.  Bytes before a
-    start block are discarded (counted in ``discarded``).  A frame growing past
+    start block are discarded (counted in ``discarded``), and so is a frame cut
+    short by a new start block (counted in ``junk`` too).  A frame growing past
     ``max_frame`` stops the reader: ``error`` is then a :class:`FramingError`
     and ``partial`` holds the frame's first bytes (to find MSH-10 for the AR);
     frames completed before it are still returned, later bytes are ignored.
@@ -66,6 +67,17 @@ class FrameReader:
                 self.in_frame = True
                 self.scanned = 0
             j = buf.find(EB, max(self.scanned - 1, 0))
+            k = buf.find(SB, self.scanned, j if j >= 0 else len(buf))
+            if 0 <= k <= self.max_frame:
+                # A start block inside a frame: the sender gave up on that frame and began
+                # another (a message cannot hold 0x0B).  The cut-off frame is dropped, not
+                # answered -- it would be read as the start of one message and the end of
+                # the next -- and counted as junk.  (Past the cap it is over the cap.)
+                self.discarded += k
+                self.junk += 1
+                del buf[: k + 1]
+                self.scanned = 0
+                continue
             if j < 0:
                 self.scanned = len(buf)
                 # a read may end inside the end block: its 0x1C is not part of the frame

@@ -11,7 +11,8 @@ frames just under, at and over the size cap.  Properties, for every chunking:
   ``FramingError`` naming the cap, ``partial`` holds the first bytes of that frame
   (at most 4096, at least ``min(4096, max_frame + 1)``), the frames before it are
   returned, and nothing after it ever is;
-* bytes outside frames are counted in ``discarded`` and not kept;
+* bytes outside frames, and frames cut short by a new start block (within the cap),
+  are counted in ``discarded`` and not kept;
 * memory stays bounded: between feeds nothing is buffered outside a frame, at most
   ``max_frame + 1`` bytes inside one (a frame at the cap plus the 0x1C of a split end
   block), nothing after an error.
@@ -55,6 +56,11 @@ class Expected:
             self.discarded += sb - pos
             start = sb + 1
             eb = stream.find(EB, start)
+            restart = stream.find(SB, start, eb if eb >= 0 else n)
+            if 0 <= restart - start <= max_frame:  # cut short by a new start block: dropped
+                self.discarded += restart - start
+                pos = restart
+                continue
             end = eb if eb >= 0 else n - (1 if stream.endswith(b"\x1c") and n > start else 0)
             if end - start > max_frame:  # over the cap, complete or not
                 self.error_at = start

@@ -81,3 +81,17 @@ def test_junk_outside_frames_is_counted_but_line_ends_are_not():
     assert (r.discarded, r.junk) == (8, 1)
     assert r.feed(b"XX") == [] and r.feed(b"YY\x0bD\x1c\r") == [b"D"]
     assert (r.discarded, r.junk) == (12, 3)  # a run split over two reads counts per read
+
+
+@pytest.mark.parametrize("split", [None, 1, 7, 40])
+def test_a_frame_cut_short_by_a_new_start_block_is_dropped(split):
+    """The audit's case: a sender aborts a frame and sends the next message in a new
+    frame.  The cut-off message must not be read as one message with the next one's
+    MSH in its PV1 (and answered AA); the next message is read whole."""
+    a, b = MESSAGES[0], MESSAGES[1]
+    stream = b"\x0b" + a[: len(a) // 2] + frame(b)
+    chunks = [stream] if split is None else [stream[i : i + split] for i in range(0, len(stream), split)]
+    r = FrameReader()
+    assert feed_all(r, chunks) == [b]
+    assert r.junk == 1 and r.discarded == len(a) // 2
+    assert r.feed(frame(a)) == [a]  # and the reader goes on as before
