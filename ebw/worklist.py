@@ -103,13 +103,25 @@ _SPS_SCHEDULEDPROCEDURESTEPSTATUS = SPS + "ScheduledProcedureStepStatus"
 _ISSUER_LOCAL = ISSUER_OF_ADMISSION + "LocalNamespaceEntityID"
 
 
+def _pn(value: str | None) -> str:
+    """A PN value within its VR's length: 64 characters a component group."""
+    text = _dicom_text(value)
+    if len(text) <= 64:
+        return text
+    return "=".join(group[:64] for group in text.split("="))
+
+
 def make_item(record: dict[str, Any]) -> dict[str, Any]:
-    """The worklist item of an open encounter record."""
+    """The worklist item of an open encounter record.  Values longer than their VR
+    allows (LO 64 characters, PN 64 a component group) are cut to it: a feed's
+    over-long field must not make the item unencodable (Explicit VR lengths)."""
     p = record.get("patient", {})
     v = record.get("visit", {})
-    item: dict[str, Any] = {k: _dicom_text(p.get(k)) for k in ITEM_PATIENT}
-    item.update({k: _dicom_text(v.get(k)) for k in ITEM_VISIT})
-    attending = _dicom_text(v.get("ScheduledPerformingPhysicianName"))
+    item: dict[str, Any] = {k: _dicom_text(p.get(k))[:64] for k in ITEM_PATIENT}
+    item["PatientName"] = _pn(p.get("PatientName"))
+    item.update({k: _dicom_text(v.get(k))[:64] for k in ITEM_VISIT})
+    item["ReferringPhysicianName"] = _pn(v.get("ReferringPhysicianName"))
+    attending = _pn(v.get("ScheduledPerformingPhysicianName"))
     item["RequestingPhysician"] = attending
     item["AccessionNumber"] = record["accession"]
     item["StudyInstanceUID"] = record["study_uid"]
@@ -118,7 +130,7 @@ def make_item(record: dict[str, Any]) -> dict[str, Any]:
     item[_SPS_SCHEDULEDPROCEDURESTEPLOCATION] = _dicom_text(v.get("point_of_care"))[:16]
     # EBIW: the department is the hospital service (PV1-10), else the point of care (PV1-3.1)
     item["InstitutionalDepartmentName"] = _dicom_text(v.get("service") or v.get("point_of_care"))[:64]
-    item[_ISSUER_LOCAL] = _dicom_text(v.get("admission_issuer")) if v.get("AdmissionID") else ""
+    item[_ISSUER_LOCAL] = _dicom_text(v.get("admission_issuer"))[:64] if v.get("AdmissionID") else ""
     item["_ts"] = record["accession_ts"]
     item["_vip"] = (v.get("vip") or "").upper()
     return item

@@ -332,3 +332,32 @@ def test_issuer_of_admission_id_is_returned_and_matched(server):
     q.IssuerOfAdmissionIDSequence = [sub]
     got = cfind(server, q)
     assert len(got) == 2 and all(list(i.IssuerOfAdmissionIDSequence[0].keys()) == [0x00400031] for i in got)
+
+
+def test_over_long_fields_are_cut_to_their_vr_and_explicit_vr_queries_still_work(server):
+    """A feed's over-long fields (an 80-character MRN, a 70,000-character name) must not
+    break the worklist: values are cut to their VR's length (LO 64, PN 64 a group), so
+    an SCU that offers only Explicit VR Little Endian (2-byte lengths) gets every item."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    long_id = "9" * 80
+    huge_name = "X" * 70_000 + "^JANE"
+    msg = (
+        load("010_a04_register")
+        .replace(b"L1^^^GENHOSP^MR", long_id.encode() + b"^^^GENHOSP^MR")
+        .replace(b"LIFE^ANNA", huge_name.encode())
+    )
+    assert msa(server.send(msg))[0] == "AA"
+    admit(server, "050_a04_person_visit1")
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(ModalityWorklistInformationFind, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.scp_aet)
+    assert assoc.is_established
+    try:
+        answers = list(assoc.send_c_find(mwl_query(), ModalityWorklistInformationFind))
+    finally:
+        assoc.release()
+    assert [s.Status for s, _ in answers] == [0xFF00, 0xFF00, 0x0000]
+    items = {str(i.PatientID): i for _s, i in answers[:2]}
+    assert long_id[:64] in items and "S1" in items
+    assert str(items[long_id[:64]].PatientName) == "X" * 64
