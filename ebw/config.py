@@ -62,6 +62,20 @@ def _text(max_len: int = 64) -> Callable[[str], str]:
     return parse
 
 
+def code_string(raw: str) -> str:
+    """A DICOM CS value (PS3.5 6.2): upper-case letters, digits, space and underscore, at
+    most 16 characters.  Lower-case letters are upper-cased (``us`` -> ``US``): the value
+    is matched as the modalities send it, case-sensitively."""
+    value = raw.strip().upper()
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > 16:
+        raise ValueError("must be at most 16 characters")
+    if not all(c.isascii() and (c.isalnum() or c in " _") for c in value):
+        raise ValueError("must be a DICOM code string: letters, digits, space and underscore only")
+    return value
+
+
 def _host(raw: str) -> str:
     value = raw.strip()
     if not value or any(c.isspace() for c in value):
@@ -441,7 +455,14 @@ SETTINGS: tuple[Setting, ...] = (
         "IANA timezone of the modalities: item dates/times are given and queries read in it.",
         "endpoint",
     ),
-    Setting("EBW_MODALITY", "modality", "US", _text(16), "Modality of the scheduled procedure step.", "endpoint"),
+    Setting(
+        "EBW_MODALITY",
+        "modality",
+        "US",
+        code_string,
+        "Modality of the scheduled procedure step (a DICOM code string, e.g. US; upper-cased).",
+        "endpoint",
+    ),
     Setting(
         "EBW_ACCESSION_PREFIX",
         "accession_prefix",

@@ -100,7 +100,18 @@ BAD = [
     ("EBW_CURATION", '{"max_age_hours": {"E": -1}}', "positive number of hours"),
     ("EBW_CURATION", '{"pending": "yes"}', "true or false"),
     ("EBW_JOURNAL_RETENTION_DAYS", "0", "from 1 to 3650"),
+    ("EBW_MODALITY", "U-S", "DICOM code string"),
+    ("EBW_MODALITY", "ÉCHO", "DICOM code string"),
+    ("EBW_MODALITY", "U" * 17, "at most 16"),
+    ("EBW_MODALITY", " ", "must not be empty"),
 ]
+
+
+def test_modality_is_a_code_string_upper_cased():
+    """Items carry it and modalities match it case-sensitively: ``us`` would have emptied
+    the worklist of every modality asking for ``US``."""
+    assert config.load({"EBW_MODALITY": "us"}).endpoint.modality == "US"
+    assert config.load({"EBW_MODALITY": "US_2 X"}).endpoint.modality == "US_2 X"
 
 
 @pytest.mark.parametrize("var,value,rule", BAD)
