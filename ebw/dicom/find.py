@@ -174,6 +174,9 @@ def parse_identifier(ds: Dataset) -> Query:
                         q.keys.append((path, VRS[path], _value(sub)))
                     elif _value(sub):
                         q.unsupported = True
+                if not q.sps and not q.sps_empty:
+                    # no item, or an empty one: universal, the whole step is returned (PS3.4 C.2.2.2.6)
+                    q.sps = list(quirks.SPS_RETURN)
             elif kw in ITEM_SEQUENCES:
                 items = elem.value or []
                 if len(items) > 1:

@@ -13,6 +13,8 @@ rather than as global switches::
 ``empty-sequence-item``
     A Scheduled Procedure Step Sequence sent without an item (or with an empty
     one) asks for the whole step: every SPS attribute EBW holds is returned.
+    This is what every query gets now (PS3.4 C.2.2.2.6); the name is still
+    accepted, so settings that list it stay valid.
 ``date-only``
     Ignore SPS Start Time keys: match on the date alone (modalities that send
     the current time, or a time range, with "today").

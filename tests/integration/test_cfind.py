@@ -262,15 +262,16 @@ def test_quirk_profiles_per_calling_ae(server_factory):
     q = mwl_query(SPS_ScheduledProcedureStepStartTime="000000-000001", SPS_Modality="CT")
     assert len(cfind(s, q, calling="TIMEUS")) == 1
     assert cfind(s, q, calling="US1") == []
-    # empty-sequence-item: an empty SPS item asks for the whole step
-    q = Dataset()
-    q.PatientID = ""
-    q.ScheduledProcedureStepSequence = [Dataset()]
-    got = cfind(s, q, calling="SEQUS")
-    step = got[0].ScheduledProcedureStepSequence[0]
-    assert step.Modality == "US" and step.ScheduledProcedureStepID and step.ScheduledProcedureStepStartDate
-    plain = cfind(s, q, calling="US1")[0].ScheduledProcedureStepSequence[0]
-    assert "Modality" not in plain
+    # an empty SPS item, or none, asks for the whole step (PS3.4 C.2.2.2.6): for everyone,
+    # and empty-sequence-item, the profile that did it before, is still accepted
+    for sequence in ([Dataset()], []):
+        q = Dataset()
+        q.PatientID = ""
+        q.ScheduledProcedureStepSequence = sequence
+        for calling in ("SEQUS", "US1"):
+            step = cfind(s, q, calling=calling)[0].ScheduledProcedureStepSequence[0]
+            assert step.Modality == "US" and step.ScheduledProcedureStepID and step.ScheduledProcedureStepStartDate
+            assert step.ScheduledProcedureStepStatus == "SCHEDULED"
 
 
 def test_long_answers_respect_a_small_maximum_pdu(server):
