@@ -453,8 +453,8 @@ def _response_values(q: Query, item: dict[str, Any]) -> tuple[list[str], list[st
     if q.fixed_charset:
         values = [quirks.transliterate(v, codec) for v in values]
         sps_values = [quirks.transliterate(v, codec) for v in sps_values]
-    elif not charset and q.charset:
-        charset = q.charset  # all ASCII: echo the query's character set
+    # all ASCII: no Specific Character Set (the default repertoire), whatever the query
+    # named -- an echo would repeat a character set EBW does not know or does not use
     return values, sps_values, charset, codec
 
 
@@ -539,7 +539,7 @@ class ResponseEncoder:
         seqs = [[get(p, "") for p in paths] for paths in self.seq_paths]
         text = "".join(top) + "".join(sps) + "".join("".join(v) for v in seqs)
         if text.isascii():
-            charset, codec = self.requested_charset, ""
+            charset, codec = "", ""
         else:
             charset, codec = _charset_for([text], self.requested_charset)
 

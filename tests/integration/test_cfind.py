@@ -362,3 +362,14 @@ def test_over_long_fields_are_cut_to_their_vr_and_explicit_vr_queries_still_work
     items = {str(i.PatientID): i for _s, i in answers[:2]}
     assert long_id[:64] in items and "S1" in items
     assert str(items[long_id[:64]].PatientName) == "X" * 64
+
+
+@pytest.mark.parametrize("asked", ["ISO_IR 100", "ISO_IR 999", "\\ISO 2022 IR 87"])
+def test_an_all_ascii_answer_names_no_character_set(server, asked):
+    """Conformance statement section 5: no Specific Character Set when every value is
+    ASCII, whatever the query named (an unknown one was echoed back)."""
+    admit(server, "010_a04_register")
+    q = mwl_query()
+    q.SpecificCharacterSet = asked
+    (item,) = cfind(server, q)
+    assert "SpecificCharacterSet" not in item
