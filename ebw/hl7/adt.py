@@ -240,8 +240,25 @@ def _read_merge_groups(
         elif sid == "MRG" and current is not None:
             _read_mrg(current, fields, seps, dec, mapping)
             current = None
-    if required and change.prior_patient is None and not change.prior_account_key and not change.prior_visit_key:
-        raise RejectError("AE", 101, "Required field missing: MRG segment", "MRG^1^1")
+    if required:
+        for n, group in enumerate([change, *change.groups], 1):
+            _check_merge_group(change.event, group, n)
+
+
+def _check_merge_group(event: str, group: Change, n: int) -> None:
+    """Each PID/MRG pair of a merge names what the event merges (AE 101 if not): the
+    prior patient (``MRG-1``) for A34, A40 and A47, the prior account (``MRG-3``) for
+    A35, either for A36 and A18.  A pair that names nothing would be answered AA and
+    merge nothing."""
+    has_patient, has_account = group.prior_patient is not None, bool(group.prior_account_key)
+    if event == "A35":
+        if not has_account:
+            raise RejectError("AE", 101, "Required field missing: MRG-3 prior account number", f"MRG^{n}^3")
+    elif event in ("A36", "A18"):
+        if not has_patient and not has_account:
+            raise RejectError("AE", 101, "Required field missing: MRG segment", f"MRG^{n}^1")
+    elif not has_patient:
+        raise RejectError("AE", 101, "Required field missing: MRG-1 prior patient identifier", f"MRG^{n}^1")
 
 
 # --------------------------------------------------------------------------- PID / PV1

@@ -505,7 +505,8 @@ def test_hostile_field_values(data: bytes, cfg: Any) -> None:
     check_message(data, cfg)
 
 
-LOCATIONS = ["", "MSH", "PID", "PID^1^3", "MRG^1^1", "MSH^1^9^1^1", "MSH^1^9^1^2"]  # what ebw passes
+# what ebw passes
+LOCATIONS = ["", "MSH", "PID", "PID^1^3", "MRG^1^1", "MRG^2^1", "MRG^1^3", "MSH^1^9^1^1", "MSH^1^9^1^2"]
 
 
 @fuzz_settings(300)

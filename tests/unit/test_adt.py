@@ -293,3 +293,32 @@ def test_the_plain_text_fast_path_reads_fields_as_unescaping_does(message, edits
     finally:
         Decoder.plain = plain  # type: ignore[method-assign]
     assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "event,structure,mrg,location",
+    [
+        ("A40", "ADT_A39", None, "MRG^1^1"),  # no MRG at all
+        ("A34", "ADT_A30", "||OLDACCT^^^GENHOSP^AN", "MRG^1^1"),  # A34 merges patients: MRG-1
+        ("A35", "ADT_A30", "MOLD^^^GENHOSP^MR", "MRG^1^3"),  # A35 merges accounts: MRG-3
+    ],
+)
+def test_a_merge_pair_without_what_it_merges_is_ae_101(event, structure, mrg, location):
+    from tests.data.make_corpus import msg
+
+    raw = msg(event, "M1", "MNEW", "", structure=structure, mrg=mrg, pv1=False, account="NEWACCT").encode()
+    with pytest.raises(RejectError) as ei:
+        parse(raw)
+    assert (ei.value.ack, ei.value.code, ei.value.location) == ("AE", 101, location)
+
+
+def test_every_pair_of_an_a40_needs_its_mrg():
+    """The audit's case: the second PID of an A40 had no MRG; answered AA, nothing merged."""
+    from tests.data.make_corpus import msg
+
+    first = msg("A40", "M1", "MNEW", "", structure="ADT_A39", mrg="MOLD^^^GENHOSP^MR", pv1=False)
+    raw = (first + "PID|1||MNEW2^^^GENHOSP^MR||TWO^TESS\r").encode()
+    with pytest.raises(RejectError) as ei:
+        parse(raw)
+    assert (ei.value.code, ei.value.location) == (101, "MRG^2^1")
+    assert parse((first + "PID|1||MNEW2^^^GENHOSP^MR||TWO^TESS\rMRG|MOLD2^^^GENHOSP^MR\r").encode()).groups
