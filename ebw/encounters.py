@@ -42,7 +42,11 @@ away are kept in the ``seen`` db, pruned after EBW_JOURNAL_RETENTION_DAYS.
 Ordering: a message whose event time (EVN-2, else MSH-7) is older than the
 last change applied to the encounter does not overwrite newer data
 (``stale``, still AA) -- except cancel events (A11, A12, A13, A38, A23),
-which always apply.
+which always apply.  The patient's data keeps its own time (``patient_when``):
+an A31 or a merge is newer patient data, not a newer encounter, so an older
+encounter event arriving after it still changes the encounter (a discharge
+still closes it) but leaves the newer name and identity.  A message for a key
+merged or re-keyed away by a newer change is stale too.
 """
 
 from __future__ import annotations
@@ -171,15 +175,39 @@ def _keep_segments(record: dict[str, Any], change: Change, pid_only: bool = Fals
 
 
 def _stamp(record: dict[str, Any], change: Change, now: float) -> None:
+    """The encounter changed (``when``: the newest event time applied to it)."""
     record["event"] = change.event
     record["updated"] = now
     if change.when is not None:
         record["when"] = max(change.when, record.get("when") or change.when)
 
 
+def _stamp_person(record: dict[str, Any], change: Change, now: float) -> None:
+    """The patient's demographics or identity changed, not the encounter: an A31 or a
+    merge moves ``patient_when`` only, so an older encounter event that arrives after it
+    (a discharge sent before the name change) still closes the encounter."""
+    record["updated"] = now
+    if change.when is not None:
+        record["patient_when"] = max(change.when, _patient_when(record) or change.when)
+
+
+def _patient_when(record: dict[str, Any]) -> float | None:
+    """The newest event time of the patient data on the record (records written before
+    the two were kept apart have only ``when``)."""
+    last = record.get("patient_when")
+    return record.get("when") if last is None else last
+
+
 def _is_stale(record: dict[str, Any], change: Change) -> bool:
     last = record.get("when")
     return change.event not in CANCELS and change.when is not None and last is not None and change.when < last
+
+
+def _is_stale_person(record: dict[str, Any], change: Change) -> bool:
+    """The patient data of ``change`` is older than the record's (never for cancels: they
+    correct the encounter and keep its patient data as it is)."""
+    last = _patient_when(record)
+    return change.when is not None and last is not None and change.when < last
 
 
 _ENCOUNTER_EVENTS = ACTIVATE | PENDING | UPDATE | frozenset(CLOSE) | {"A13"}
@@ -215,6 +243,8 @@ def _encounter_event(c: _Ctx, change: Change) -> Applied:
     record = c.get(enc_key)
     if _is_duplicate(c, record):
         return Applied("duplicate")
+    if record is None and _moved_since(c, enc_key, change):
+        return Applied("stale")  # it would bring back a key merged or re-keyed away after it
     if ev in ("A06", "A07") and change.prior_visit_key and change.prior_visit_key != enc_key:
         _rekey(c, change.prior_visit_key, enc_key)
         record = c.get(enc_key)
@@ -224,16 +254,24 @@ def _encounter_event(c: _Ctx, change: Change) -> Applied:
     old_ident = None if record is None else patient_ident(record)
     if record is None:
         record = _new_record(change, c.now)
-    record["patient_key"] = change.patient_key
+    # the patient data of an event older than the record's (a newer A31 or merge) stays
+    newer_patient = created or not _is_stale_person(record, change)
     status = record["status"]
 
     if ev == "A02" and not created:
         record["prior_location"] = {k: record["visit"].get(k) for k in _LOCATION}
     if ev == "A12" and change.visit.get("CurrentPatientLocation") is None:
         _merge(record["visit"], record.get("prior_location") or {})
-    _merge(record["patient"], change.patient)
+    if newer_patient:
+        record["patient_key"] = change.patient_key
+        _merge(record["patient"], change.patient)
+        if change.when is not None:
+            record["patient_when"] = max(change.when, _patient_when(record) or change.when)
     _merge(record["visit"], change.visit)
-    _keep_segments(record, change)
+    if newer_patient:
+        _keep_segments(record, change)
+    elif change.segments.get("PV1"):
+        record.setdefault("hl7", {})["PV1"] = change.segments["PV1"]
 
     if ev in ACTIVATE or ev == "A13":
         status = "active"
@@ -261,20 +299,33 @@ def _encounter_event(c: _Ctx, change: Change) -> Applied:
 _LOCATION = ("CurrentPatientLocation", "InstitutionName", "point_of_care")
 
 
+def _moved_since(c: _Ctx, enc_key: str, change: Change) -> bool:
+    """``enc_key`` was re-keyed or merged into another encounter by a change newer than
+    ``change`` (a late message for a merged-away visit-less encounter, say)."""
+    if change.when is None or change.event in CANCELS:
+        return False
+    moved = c.store.current_key(c.txn, c.ep, enc_key)
+    if moved == enc_key:
+        return False
+    target = c.get(moved)
+    if target is None:
+        return False
+    latest = max(target.get("when") or 0.0, _patient_when(target) or 0.0)
+    return change.when < latest
+
+
 def _update_person(c: _Ctx, change: Change) -> Applied:
     """A31: the patient's demographics on every encounter of that patient."""
     pid, issuer = change.patient.get("PatientID") or "", change.patient.get("IssuerOfPatientID") or ""
     n = 0
     for enc_key in c.store.encounters_of_patient(c.txn, c.ep, pid, issuer):
         record = c.get(enc_key)
-        if record is None or _is_stale(record, change):
+        if record is None or _is_stale_person(record, change):
             continue
         ident = patient_ident(record)
         _merge(record["patient"], change.patient)
         _keep_segments(record, change, pid_only=True)
-        last_event = record.get("event")
-        _stamp(record, change, c.now)
-        record["event"] = last_event  # A31 is a person event: the encounter's last event stays
+        _stamp_person(record, change, c.now)  # a person event: the encounter's last event stays
         c.put(enc_key, record, ident)
         n += 1
     return Applied(f"person updated on {n}", c.issued)
@@ -308,7 +359,8 @@ def _merge_group(c: _Ctx, change: Change) -> None:
             _keep_segments(record, change, pid_only=True)
             record["patient_key"] = change.patient_key
             record.setdefault("merged_from", []).append(list(ident))
-            _stamp(record, change, c.now)
+            record["event"] = change.event
+            _stamp_person(record, change, c.now)
             c.put(enc_key, record, ident)
             if enc_key == f"P|{ident[1]}|{ident[0]}":
                 # the prior patient's visit-less encounter becomes the survivor's (one per
