@@ -29,7 +29,7 @@ import functools
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from ..errors import RejectError
+from ..errors import ParseError, RejectError
 from .scan import scan
 from .text import NULL, Decoder, at, comps, reps, segment_text, subs
 from .text import field as fld
@@ -169,9 +169,21 @@ def parse(data: bytes, mapping: Mapping = DEFAULT_MAPPING) -> Change:
     return parse_scanned(scan(data), mapping)
 
 
+BAD_ENCODING_CHARACTERS = "bad MSH-2 encoding characters"
+# not usable as a delimiter: what the scanner refuses as a field separator
+_NOT_A_DELIMITER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789\r\n ")
+
+
 def parse_scanned(scanned: tuple[bytes, int, list], mapping: Mapping = DEFAULT_MAPPING) -> Change:
-    """``parse`` of a message already scanned (``scan(data)``, the whole result)."""
+    """``parse`` of a message already scanned (``scan(data)``, the whole result).
+
+    The five delimiters (MSH-1 and MSH-2, positions MSH-2 leaves out taking the
+    standard ones) must differ from each other and be neither letters, digits, CR, LF
+    nor space: else the message cannot be split as its sender meant (``^^\\&`` makes
+    every repetition a component), and it is unreadable (AR 102), not misread."""
     seps, nseg, segments = scanned
+    if len(set(seps)) != 5 or not _NOT_A_DELIMITER.isdisjoint(seps):
+        raise ParseError(BAD_ENCODING_CHARACTERS, offset=0, segment="MSH")
     msh = segments[0][1]
     header = parse_header(seps, msh, nseg)
     if header.code != "ADT":

@@ -322,3 +322,27 @@ def test_every_pair_of_an_a40_needs_its_mrg():
         parse(raw)
     assert (ei.value.code, ei.value.location) == (101, "MRG^2^1")
     assert parse((first + "PID|1||MNEW2^^^GENHOSP^MR||TWO^TESS\rMRG|MOLD2^^^GENHOSP^MR\r").encode()).groups
+
+
+@pytest.mark.parametrize("read", ["reference", "server"])
+@pytest.mark.parametrize("msh2", [b"^^\\&", b"abcd", b"^~\\^", b"^~ &", b"^~&"])
+def test_unusable_encoding_characters_are_unreadable(read, msh2):
+    """Delimiters that repeat (``^^\\&``: repetition = component), letters or spaces
+    cannot be split as the sender meant: AR 102, never a misread patient."""
+    from ebw.hl7 import reader
+
+    read_with = parse if read == "reference" else reader.parse
+    msg = corpus("001_a04_register.hl7")
+    assert msg.startswith(b"MSH|^~\\&|")
+    with pytest.raises(ParseError) as ei:
+        read_with(b"MSH|" + msh2 + msg[8:])
+    assert ei.value.reason == "bad MSH-2 encoding characters"
+
+
+@pytest.mark.parametrize("msh2", [b"^~\\&", b"^~\\&#", b"!@$%", b"^~\\"])
+def test_usable_encoding_characters_are_read(msh2):
+    msg = corpus("001_a04_register.hl7")
+    seps = b"|" + msh2[:4] + b"^~\\&"[len(msh2[:4]) :]
+    std = dict(zip(b"^~\\&", seps[1:], strict=True))
+    body = bytes(std.get(b, b) for b in msg[9:])
+    assert parse(b"MSH|" + msh2 + b"|" + body).patient["PatientID"] == "555123"
