@@ -32,8 +32,10 @@ Updates follow HL7 snapshot rules: a field not sent keeps its stored value,
 the explicit null ``""`` clears it.
 
 Duplicates: a message whose MSH-10 was already applied from the same sender
-(MSH-3/MSH-4) on this endpoint is not applied again (``duplicate``) and is
-answered as the first time (AA).  For encounter events the encounter record
+(MSH-3/MSH-4) on this endpoint, with the same content (``content_digest``), is
+not applied again (``duplicate``) and is answered as the first time (AA); a
+sender that reuses a control id for another message (a counter reset) has it
+applied.  For encounter events the encounter record
 itself keeps the last ``SEEN_KEPT`` message ids that changed it (no extra
 write per message: what a synced commit costs is the pages it writes); the
 ids it no longer keeps, those of other events and of an encounter re-keyed
@@ -51,6 +53,7 @@ merged or re-keyed away by a newer change is stale too.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from .accession import issue as issue_accession
@@ -88,25 +91,54 @@ def apply(
     change: Change,
     now: float,
     reuse: dict[str, list[list[Any]]] | None = None,
+    digest: bytes = b"",
 ) -> Applied:
     """Apply one change.  ``reuse`` (replay only) maps encounter keys to the accession
     history they had before the index was rebuilt: those numbers are given back
-    instead of new ones, so no number is ever issued twice."""
+    instead of new ones, so no number is ever issued twice.  ``digest`` is
+    ``content_digest`` of the message (b"": the duplicate check looks at MSH-10 alone)."""
     h = change.header
     dk = dedupe_key(ep, h.msh3, h.msh4, h.control_id) if h.control_id else b""
-    c = _Ctx(store, txn, ep, cfg, now, reuse, dk)
+    c = _Ctx(store, txn, ep, cfg, now, reuse, dk, digest if dk else b"")
     if change.event in _ENCOUNTER_EVENTS:
         return _encounter_event(c, change)  # the duplicate check is the record's
-    if dk and store.seen(txn, dk):
+    if dk and store.seen(txn, dk, c.digest):
         return Applied("duplicate")
     result = _dispatch(c, change)
     if dk:
-        store.mark_seen(txn, dk, now)
+        store.mark_seen(txn, dk, now, c.digest)
     return result
 
 
+def content_digest(message: bytes) -> bytes:
+    """8 bytes that tell one message's content from another's, for the duplicate check:
+    everything after its MSH segment (a resend whose MSH-7 was made anew is the same
+    message).  A sender that reuses a control id for another message is applied."""
+    body = message.lstrip(b"\xef\xbb\xbf\r\n\t ")
+    cut = len(body)
+    for brk in (b"\r", b"\n"):
+        i = body.find(brk)
+        if 0 <= i < cut:
+            cut = i
+    return hashlib.blake2b(body[cut:], digest_size=8).digest()
+
+
+_SEEN_MARK = "\x01"  # a record's seen entry with a content digest: mark, 16 hex digits, id
+
+
+def _seen_entry(msg_id: str, digest: bytes) -> str:
+    return f"{_SEEN_MARK}{digest.hex()}{msg_id}" if digest else msg_id
+
+
+def _split_seen(entry: str) -> tuple[str, bytes]:
+    """(id, digest) of a record's seen entry (entries of older releases: no digest)."""
+    if entry.startswith(_SEEN_MARK):
+        return entry[17:], bytes.fromhex(entry[1:17])
+    return entry, b""
+
+
 class _Ctx:
-    __slots__ = ("store", "txn", "ep", "cfg", "now", "issued", "reuse", "msg_id")
+    __slots__ = ("store", "txn", "ep", "cfg", "now", "issued", "reuse", "msg_id", "digest", "seen_entry")
 
     def __init__(
         self,
@@ -117,11 +149,14 @@ class _Ctx:
         now: float,
         reuse: dict[str, list[list[Any]]] | None = None,
         dk: bytes = b"",
+        digest: bytes = b"",
     ) -> None:
         self.store, self.txn, self.ep, self.cfg, self.now = store, txn, ep, cfg, now
         self.issued = 0
         self.reuse = reuse
         self.msg_id = dk.decode("latin_1")  # this message's duplicate-check id ("" = none)
+        self.digest = digest  # and its content (content_digest)
+        self.seen_entry = _seen_entry(self.msg_id, digest) if self.msg_id else ""
 
     def get(self, enc_key: str) -> dict[str, Any] | None:
         return self.store.get_encounter(self.txn, self.ep, enc_key)
@@ -232,9 +267,11 @@ def _dispatch(c: _Ctx, change: Change) -> Applied:
 def _is_duplicate(c: _Ctx, record: dict[str, Any] | None) -> bool:
     if not c.msg_id:
         return False
-    if record is not None and c.msg_id in (record.get("seen") or ()):
-        return True
-    return c.store.seen(c.txn, c.msg_id.encode("latin_1"))  # ids of encounters re-keyed away
+    if record is not None:
+        seen = record.get("seen") or ()
+        if c.seen_entry in seen or c.msg_id in seen:  # same id and content; or an id kept without
+            return True
+    return c.store.seen(c.txn, c.msg_id.encode("latin_1"), c.digest)  # ids pushed out or re-keyed away
 
 
 def _encounter_event(c: _Ctx, change: Change) -> Applied:
@@ -290,8 +327,9 @@ def _encounter_event(c: _Ctx, change: Change) -> Applied:
         for pushed_out in seen[: max(len(seen) + 1 - SEEN_KEPT, 0)]:
             # kept on in the seen db: a resend with the same event time as the messages
             # after it is not caught by the ordering rule
-            c.store.mark_seen(c.txn, pushed_out.encode("latin_1"), c.now)
-        record["seen"] = [*seen[1 - SEEN_KEPT :], c.msg_id]
+            msg_id, digest = _split_seen(pushed_out)
+            c.store.mark_seen(c.txn, msg_id.encode("latin_1"), c.now, digest)
+        record["seen"] = [*seen[1 - SEEN_KEPT :], c.seen_entry]
     c.put(enc_key, record, old_ident)
     return Applied("created" if created else ev.lower() if ev in CLOSE else "updated", c.issued)
 
@@ -391,8 +429,9 @@ def _rekey(c: _Ctx, old_key: str, new_key: str, change: Change | None = None) ->
         return
     target = c.get(new_key)
     # close the old key: it must never be listed again; its accession numbers now lead to new_key
-    for msg_id in record.get("seen") or ():  # a resend of a message it had must stay a duplicate
-        c.store.mark_seen(c.txn, msg_id.encode("latin_1"), c.now)
+    for entry in record.get("seen") or ():  # a resend of a message it had must stay a duplicate
+        msg_id, digest = _split_seen(entry)
+        c.store.mark_seen(c.txn, msg_id.encode("latin_1"), c.now, digest)
     c.store.set_closed(c.txn, c.ep, old_key)
     c.store.delete_encounter(c.txn, c.ep, old_key)
     c.store.set_moved(c.txn, c.ep, old_key, new_key)

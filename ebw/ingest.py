@@ -102,10 +102,11 @@ class Hl7Endpoint:
         # here, not in the write transaction (which holds LMDB's writer lock)
         packed = pack_message(frame)
         parts = _journal_header_parts(ep, change.header, "AA", change.event)
+        digest = encounters.content_digest(frame)
 
         def job(txn: Any) -> encounters.Applied:
             now = time.time()
-            applied = encounters.apply(store, txn, ep, cfg, change, now)
+            applied = encounters.apply(store, txn, ep, cfg, change, now, digest=digest)
             store.journal_append(txn, _journal_header_json(now, parts, applied.outcome), packed)
             return applied
 

@@ -113,7 +113,14 @@ def replay(cfg: Config, dry_run: bool = False, progress: Any = None, observe: An
                                 change = parse(raw, mapping_for(ecfg))
                                 with target.env.begin(write=True, parent=txn) as child:
                                     applied = encounters.apply(
-                                        target, child, ep, ecfg, change, float(head.get("t", 0.0)), reuse=saved.get(ep)
+                                        target,
+                                        child,
+                                        ep,
+                                        ecfg,
+                                        change,
+                                        float(head.get("t", 0.0)),
+                                        reuse=saved.get(ep),
+                                        digest=encounters.content_digest(raw),
                                     )
                                 report.accessions_new += applied.accessions
                                 report.replayed += 1

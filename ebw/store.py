@@ -575,11 +575,17 @@ class Store:
 
     # -- duplicates --------------------------------------------------------------
 
-    def seen(self, txn: lmdb.Transaction, dk: bytes) -> bool:
-        return txn.get(dk, db=self.db["seen"]) is not None
+    def seen(self, txn: lmdb.Transaction, dk: bytes, digest: bytes = b"") -> bool:
+        """Was the message ``dk`` (sender and MSH-10) applied, with this content digest?
+        An id kept without a digest (older releases) matches any content."""
+        raw = txn.get(dk, db=self.db["seen"])
+        if raw is None:
+            return False
+        kept = bytes(raw[8:])
+        return not kept or not digest or kept == digest
 
-    def mark_seen(self, txn: lmdb.Transaction, dk: bytes, now: float) -> None:
-        txn.put(dk, struct.pack(">d", now), db=self.db["seen"])
+    def mark_seen(self, txn: lmdb.Transaction, dk: bytes, now: float, digest: bytes = b"") -> None:
+        txn.put(dk, struct.pack(">d", now) + digest, db=self.db["seen"])
 
     def prune_seen(self, txn: lmdb.Transaction, before: float, start: bytes, limit: int = 20000) -> bytes:
         """Look at up to ``limit`` duplicate-check ids from ``start`` on (key order: the db

@@ -115,9 +115,11 @@ SCENARIOS: dict[str, list[Step]] = {
         ("085_missing_pid3", "AE", {}),
         ("086_not_hl7", "AR", {}),
     ],
-    "a resent MSH-10 is answered the same and applied once": [
+    # (that the resend is not applied again is test_dedupe's: here it would change nothing)
+    "a resent MSH-10 is answered the same; one reused for other content is applied": [
         ("087_duplicate_a04", "AA", {"D7": [("DUP^DORA", "DV7", "ED-1-A")]}),
-        ("088_duplicate_resend_changed", "AA", {"D7": [("DUP^DORA", "DV7", "ED-1-A")]}),
+        ("087_duplicate_a04", "AA", {"D7": [("DUP^DORA", "DV7", "ED-1-A")]}),
+        ("088_duplicate_resend_changed", "AA", {"D7": [("DUP^CHANGED", "DV7", "ED-1-A")]}),
     ],
 }
 

@@ -86,3 +86,43 @@ def test_old_ids_are_pruned(tmp_path):
         left = [bytes(k) for k, _v in txn.cursor(db=store.db["seen"])]
     assert left == [f"default\0A\0B\0C{i:03d}".encode() for i in range(0, 50, 2)]
     store.close()
+
+
+def _apply_as_served(store: Store, raw: str, now: float | None = None) -> str:
+    """As the server applies a message: with the digest of its content."""
+    data = raw.encode()
+    with store.write() as txn:
+        change = parse(data)
+        digest = encounters.content_digest(data)
+        return encounters.apply(store, txn, EP, CFG, change, now or time.time(), digest=digest).outcome
+
+
+def test_a_control_id_reused_for_another_message_is_applied(tmp_path):
+    """A sender whose control ids start again (an interface engine reset) must not have
+    its new messages dropped as duplicates: same sender and MSH-10 with other content
+    is another message.  The same content is still a duplicate, MSH-7 made anew or not."""
+    store = Store(str(tmp_path), 16, sync=False)
+    first = msg("A04", "1", "P1", "V1", name="FIRST^PAT")
+    assert _apply_as_served(store, first) == "created"
+    assert _apply_as_served(store, first) == "duplicate"
+    assert _apply_as_served(store, first.replace("20261128100000|", "20261128100500|", 1)) == "duplicate"
+    assert _apply_as_served(store, msg("A04", "1", "P2", "V2", name="SECOND^PAT")) == "created"
+    # person events keep their ids in the seen db: the same there
+    a31 = msg("A31", "2", "P1", "", name="RENAMED^PAT", pv1=False, structure="ADT_A05")
+    assert _apply_as_served(store, a31).startswith("person updated")
+    assert _apply_as_served(store, a31) == "duplicate"
+    assert _apply_as_served(store, msg("A04", "2", "P3", "V3", name="THIRD^PAT")) == "created"
+    with store.read() as txn:
+        assert {k for k in ("V|GENHOSP|V1", "V|GENHOSP|V2", "V|GENHOSP|V3") if store.get_encounter(txn, EP, k)} == {
+            "V|GENHOSP|V1",
+            "V|GENHOSP|V2",
+            "V|GENHOSP|V3",
+        }
+    store.close()
+
+
+def test_content_digest_ignores_the_msh_segment_only():
+    a = msg("A04", "1", "P1", "V1").encode()
+    assert encounters.content_digest(a) == encounters.content_digest(a.replace(b"20261128100000|", b"X|", 1))
+    assert encounters.content_digest(a) == encounters.content_digest(b"\xef\xbb\xbf\r\n" + a)
+    assert encounters.content_digest(a) != encounters.content_digest(a.replace(b"TEST^PAT", b"TEST^PAX"))
