@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,7 @@ from importlib import resources
 from typing import Any
 
 log = logging.getLogger(__name__)
+_QUERY = re.compile(r"\?\S*")  # a request target's query string
 
 MAX_BODY = 1 << 20  # API request bodies larger than this are refused (413)
 
@@ -83,6 +85,13 @@ class HttpServer:
 
             def log_message(self, fmt: str, *args: Any) -> None:  # access log at DEBUG only
                 log.debug("http %s " + fmt, self.client_address[0], *args)
+
+            def log_request(self, code: Any = "-", size: Any = "-") -> None:
+                # without the query string: a worklist search (?q=) is a patient's name
+                line = self.requestline
+                if "?" in line:
+                    line = _QUERY.sub("?...", line, count=1)
+                self.log_message('"%s" %s %s', line, str(getattr(code, "value", code)), str(size))
 
             def do_GET(self) -> None:  # noqa: N802
                 path = self.path.split("?", 1)[0]

@@ -312,12 +312,18 @@ class Api:
                 raise ApiError(404, f"no endpoint {ep!r}")
             links = _links(store, txn)
             existing = store.endpoints(txn)
-        if creating:
-            ep = str(data.get("id") or "").strip() or _new_id(data.get("display_name") or "ebw", existing)
-            if not ID.match(ep):
-                raise ApiError(422, "id: 1-32 lower-case letters, digits or '-'", field="id")
-            if ep in existing:
-                raise ApiError(409, f"endpoint {ep!r} exists")
+            if creating:
+                # the id of a deleted endpoint whose encounters are kept is never given again:
+                # its patients would be on the new endpoint's worklist
+                taken = _TakenIds(existing, lambda oid: store.has_encounters(txn, oid))
+                ep = str(data.get("id") or "").strip() or _new_id(data.get("display_name") or "ebw", taken)
+                if not ID.match(ep):
+                    raise ApiError(422, "id: 1-32 lower-case letters, digits or '-'", field="id")
+                if ep in existing:
+                    raise ApiError(409, f"endpoint {ep!r} exists")
+                if ep in taken:
+                    kept = f"id {ep!r} was a deleted endpoint's, whose encounters are kept: choose another"
+                    raise ApiError(409, kept, field="id")
         assert ep is not None
         unknown = set(data) - set(ENDPOINT_FIELDS) - {"id", "ehr_connection_id", "pacs_destination_id"}
         if unknown:
@@ -651,6 +657,17 @@ def _name(value: Any) -> str:
 def _int_arg(q: dict[str, list[str]], name: str, default: int) -> int:
     raw = (q.get(name) or [""])[0]
     return int(raw) if raw.isdigit() else default
+
+
+class _TakenIds:
+    """Ids a new endpoint may not have: those in use, and those of deleted endpoints
+    that left encounters behind."""
+
+    def __init__(self, existing: dict[str, Any], has_data: Callable[[str], bool]) -> None:
+        self.existing, self.has_data = existing, has_data
+
+    def __contains__(self, oid: object) -> bool:
+        return oid in self.existing or (isinstance(oid, str) and self.has_data(oid))
 
 
 def _new_id(name: str, taken: Any) -> str:

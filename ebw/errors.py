@@ -12,14 +12,20 @@ class EbwError(Exception):
     """Base of every error EBW raises on purpose."""
 
 
+SECRET_VARIABLES = frozenset({"EBW_ADMIN_TOKEN"})  # their values are never shown
+
+
 class ConfigError(EbwError, ValueError):
-    """A setting is invalid.  The message names the variable, the value and the rule."""
+    """A setting is invalid.  The message names the variable, the value and the rule --
+    except a secret's value (``SECRET_VARIABLES``), shown as ``'***'``: the message goes
+    to stderr, logs and journals."""
 
     def __init__(self, variable: str, value: object, rule: str) -> None:
         self.variable = variable
         self.value = value
         self.rule = rule
-        super().__init__(f"{variable}={value!r}: {rule}")
+        shown = "***" if variable in SECRET_VARIABLES else value
+        super().__init__(f"{variable}={shown!r}: {rule}")
 
 
 class Hl7Error(EbwError):

@@ -417,6 +417,12 @@ class Store:
                 out.append(k.rsplit(SEP, 1)[1].decode("utf-8"))
         return out
 
+    def has_encounters(self, txn: lmdb.Transaction, ep: str) -> bool:
+        """Does the index hold any encounter of endpoint ``ep`` (open or closed)?"""
+        prefix = ep.encode("utf-8") + SEP
+        cur = txn.cursor(db=self.db["enc"])
+        return bool(cur.set_range(prefix)) and bytes(cur.key()).startswith(prefix)
+
     def count_encounters(self, txn: lmdb.Transaction) -> int:
         return txn.stat(self.db["enc"])["entries"]
 

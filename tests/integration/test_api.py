@@ -171,6 +171,13 @@ def test_changes_are_live_and_a_deleted_endpoint_stops_listening(server):
     wait_for(lambda: _refused(new_port) and _refused(ep["hl7_port"]), what="the deleted endpoint's ports to close")
     assert server.api("GET", f"/api/endpoints/{ep['id']}")[0] == 404
     assert find(server.dicom_port, "EBW") == []  # the default endpoint never stopped
+    # the deleted endpoint's id is not given again: its encounters are kept, and a new
+    # endpoint under that id would list them (another site's patients)
+    again = new_endpoint(server, scp_aet="EDAGAIN")
+    assert again["id"] != ep["id"]
+    wait_for(lambda: find(again["dicom_port"], "EDAGAIN") == [], what="the new endpoint's empty worklist")
+    code, body = server.api("POST", "/api/endpoints", {"id": ep["id"], "display_name": "ED North"})
+    assert code == 409 and body["field"] == "id"
 
 
 def _refused(port: int) -> bool:
@@ -220,3 +227,12 @@ def test_api_changes_to_the_default_endpoint_survive_a_restart(server):
     server.stop()
     server.start()
     assert server.api("GET", "/api/endpoints/default")[1]["procedure_description"] == "From the API"
+
+
+def test_the_debug_access_log_leaves_out_query_strings(server_factory):
+    """A worklist search (``?q=``) is a patient's name: the access log, at DEBUG, keeps
+    the path and drops the query."""
+    s = server_factory(EBW_LOG_LEVEL="DEBUG").start()
+    assert s.api("GET", "/api/endpoints/default/worklist?q=ZELDA")[0] == 200
+    wait_for(lambda: "/api/endpoints/default/worklist?..." in s.read_log(), what="the access log line")
+    assert "ZELDA" not in s.read_log()

@@ -107,6 +107,14 @@ BAD = [
 ]
 
 
+def test_a_bad_admin_token_is_named_but_never_shown():
+    """Configuration errors go to stderr and the journal: a credential's value stays out."""
+    for value in ("MySecretToken12", "abcdefghijklmnopqrstuvwx_secret_with space"):
+        with pytest.raises(ConfigError) as ei:
+            config.load({"EBW_ADMIN_TOKEN": value})
+        assert str(ei.value).startswith("EBW_ADMIN_TOKEN='***': ") and "ecret" not in str(ei.value)
+
+
 def test_modality_is_a_code_string_upper_cased():
     """Items carry it and modalities match it case-sensitively: ``us`` would have emptied
     the worklist of every modality asking for ``US``."""
