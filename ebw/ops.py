@@ -307,7 +307,10 @@ def _listeners(cfg: Config, store: ReadOnlyStore | None) -> list[tuple[str, str,
             endpoints = {bytes(k).decode(): loads(v) for k, v in txn.cursor(db=store.db["endpoints"])}
             applied = txn.get(b"env_endpoint", db=store.db["meta"])
         if applied != dumps(env_ep) or "default" not in endpoints:
-            endpoints["default"] = env_ep
+            from .supervisor import env_endpoint_settings
+
+            last = None if applied is None else bytes(applied)
+            endpoints["default"] = env_endpoint_settings(env_ep, last, endpoints.get("default"))
     else:
         endpoints["default"] = env_ep
     out = [("EBW_HTTP_PORT", cfg.http_host, cfg.http_port)]

@@ -43,19 +43,40 @@ TIMERS = -1  # the index of the timer process (``ebw.timers``) among the childre
 RETIRE_TIMEOUT = 30.0  # seconds to wait for a new generation to be ready before retiring the old
 
 
+def env_endpoint_settings(
+    env: dict[str, Any], last_applied: bytes | None, current: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The default endpoint's settings once the environment's are applied: the settings
+    whose environment value changed since it was last applied (``last_applied``, its
+    ``dumps``) take it; every other one keeps its value in ``current`` -- a change made
+    through the API stays until that very setting changes in the environment.  First
+    start (nothing applied or stored): the environment's, all of them."""
+    from .store import loads
+
+    if current is None or last_applied is None:
+        return {**env, **{k: v for k, v in (current or {}).items() if k.startswith("_")}}
+    last = loads(last_applied)
+    return {**current, **{k: v for k, v in env.items() if k not in last or last[k] != v}}
+
+
 def apply_env_endpoint(store: Any, txn: Any, endpoint: EndpointConfig) -> bool:
-    """The default endpoint from the environment: written when the environment's values
-    differ from those it last wrote (first start, or the administrator changed them), so
-    changes made through the API are kept across restarts otherwise.  True if written."""
+    """The default endpoint from the environment (``env_endpoint_settings``): applied
+    when the environment's values differ from those last applied (first start, or the
+    administrator changed one).  True if the stored settings changed."""
     from .store import dumps
 
-    raw = dumps(endpoint.to_dict())
+    env = endpoint.to_dict()
+    raw = dumps(env)
     meta = store.db["meta"]
-    if txn.get(b"env_endpoint", db=meta) == raw:
+    last = txn.get(b"env_endpoint", db=meta)
+    if last == raw:
         return False
     txn.put(b"env_endpoint", raw, db=meta)
-    current = store.get_endpoint(txn, DEFAULT_ENDPOINT) or {}
-    merged = {**endpoint.to_dict(), **{k: v for k, v in current.items() if k.startswith("_")}}
+    current = store.get_endpoint(txn, DEFAULT_ENDPOINT)
+    merged = env_endpoint_settings(env, None if last is None else bytes(last), current)
+    changed = sorted(k for k in merged if (current or {}).get(k) != merged[k])
+    if changed and current is not None:
+        log.info("default endpoint: %s changed in the environment", ", ".join(changed))
     return store.put_endpoint(txn, DEFAULT_ENDPOINT, merged)
 
 
