@@ -104,14 +104,14 @@ class Delivery:
         with self.store.read() as txn:
             record = self.store.get_encounter(txn, ep, self.store.current_key(txn, ep, exam["key"]))
         if record is None:
-            outcome, detail = "AR", "the encounter is no longer known"  # nothing to report on: dead-letter
+            outcome, detail, text = "AR", "the encounter is no longer known", ""  # nothing to report on
             metrics.oru_sent.labels(ep, "unsent").inc()
         else:
             msh10 = exam["oru"]["msh10"]
             message = oru.build_oru(record, exam, cfg, msh10, now)
             assert cfg.ehr_host is not None and cfg.ehr_port is not None
             t0 = time.monotonic()
-            outcome, detail = oru.deliver(cfg.ehr_host, cfg.ehr_port, message, msh10, cfg.oru_ack_timeout_seconds)
+            outcome, detail, text = oru.deliver(cfg.ehr_host, cfg.ehr_port, message, msh10, cfg.oru_ack_timeout_seconds)
             metrics.oru_sent.labels(ep, outcome).inc()
             log.info(
                 "%s: ORU MSH-10 %s attempt %d: %s (%.0f ms)",
@@ -121,8 +121,8 @@ class Delivery:
                 outcome,
                 (time.monotonic() - t0) * 1000,
             )
-            if outcome != "AA" and detail:  # the EHR's own text: it may name the patient
-                log.debug("%s: ORU MSH-10 %s: %s", ep, msh10, detail)
+            if outcome != "AA" and text:  # the EHR's own text: it may name the patient
+                log.debug("%s: ORU MSH-10 %s: %s", ep, msh10, text)
         if outcome in ("timeout", "error"):
             self._ehr_retry[ep] = now + exams.backoff(exam["oru"]["attempts"] + 1)
         else:

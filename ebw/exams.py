@@ -13,10 +13,12 @@ An exam is one study (Study Instance UID) on one endpoint.  Its record (LMDB
 - ``state``: ``open`` while images arrive; ``complete`` on MPPS COMPLETED (or
   DISCONTINUED with images), when no image arrived for
   ``EBW_EXAM_QUIET_SECONDS`` (and no MPPS is in progress), or by the API;
-  ``discontinued`` (MPPS DISCONTINUED, no image): nothing is sent.
+  ``discontinued`` (MPPS DISCONTINUED, no image): nothing is sent -- until an
+  image or a new MPPS comes for the study, which opens it again.
 - ``oru``: the ORU outbox entry -- ``pending`` (``msh10`` assigned once, kept
   on every resend), ``sent``, ``dead`` (AR, or AE ``EBW_ORU_MAX_ATTEMPTS``
-  times), or ``none`` (no EHR configured).
+  times: timeouts and refused connections do not count), or ``none`` (no EHR
+  configured).
 - ``push``: the PACS push -- ``waiting`` until ``due`` (ORU acknowledged or
   dead-lettered + ``EBW_PACS_PUSH_DELAY_SECONDS``; with no EHR, exam
   completion + the delay), then ``pending`` until every instance is stored;
@@ -160,6 +162,8 @@ def instance_stored(
     if exam is None:
         exam = new_exam(ep, study_uid, now)
         _link(store, txn, exam, accession_number, now, cfgs)
+    elif exam["state"] == DISCONTINUED:
+        _reopen(exam)  # images after a step discontinued before any: the exam goes on
     ikey = key(ep, study_uid, sop_uid)
     if txn.get(ikey, db=store.db["instances"]) is None:
         exam["instances"] += 1
@@ -216,6 +220,13 @@ def complete(
     return exam
 
 
+def _reopen(exam: dict[str, Any]) -> None:
+    """A discontinued exam (no image, nothing owed) open again: a new MPPS or an image
+    came for its study, and what it brings is reported and pushed as for any exam."""
+    fresh = new_exam(exam["ep"], exam["study_uid"], exam["first_at"])
+    exam.update(state=OPEN, completed_at=None, completed_by="", oru=fresh["oru"], push=fresh["push"])
+
+
 def _pacs(cfg: EndpointConfig) -> bool:
     return bool(cfg.pacs_host and cfg.pacs_port and cfg.pacs_aet)
 
@@ -227,9 +238,11 @@ def oru_outcome(
     oru = exam["oru"]
     oru["attempts"] += 1
     oru["detail"] = detail[:200]
+    if outcome == "AE":  # only answers count towards EBW_ORU_MAX_ATTEMPTS, not an EHR that was down
+        oru["errors"] = oru.get("errors", 0) + 1
     if outcome == "AA":
         oru.update(state="sent", sent_at=now)
-    elif outcome == "AR" or (outcome == "AE" and oru["attempts"] >= cfg.oru_max_attempts):
+    elif outcome == "AR" or (outcome == "AE" and oru["errors"] >= cfg.oru_max_attempts):
         oru["state"] = "dead"
     else:  # AE (retried a bounded number of times), timeout, connection error (until answered)
         oru["next_at"] = now + backoff(oru["attempts"])
@@ -292,6 +305,8 @@ def mpps_started(
         if exam is None:
             exam = new_exam(ep, study_uid, now)
             _link(store, txn, exam, acc, now, cfgs)
+        elif exam["state"] == DISCONTINUED:
+            _reopen(exam)  # the step done again after it was discontinued before any image
         exam["mpps"][uid] = "IN PROGRESS"
         if start and not exam.get("exam_time"):
             exam["exam_time"] = start

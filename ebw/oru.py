@@ -144,22 +144,24 @@ def build_oru(record: dict[str, Any], exam: dict[str, Any], cfg: EndpointConfig,
     return (head + "\r" + rest).encode(CHARSETS[name])
 
 
-def deliver(host: str, port: int, message: bytes, msh10: str, timeout: float) -> tuple[str, str]:
-    """Send one ORU and wait for its ACK.  ``(outcome, detail)``: outcome is ``AA``,
-    ``AE`` or ``AR`` (``CA``/``CE``/``CR`` read as those), or ``timeout`` / ``error``
-    (no usable answer: the caller sends the same message again later)."""
+def deliver(host: str, port: int, message: bytes, msh10: str, timeout: float) -> tuple[str, str, str]:
+    """Send one ORU and wait for its ACK.  ``(outcome, detail, text)``: outcome is
+    ``AA``, ``AE`` or ``AR`` (``CA``/``CE``/``CR`` read as those), or ``timeout`` /
+    ``error`` (no usable answer: the caller sends the same message again later); detail
+    is EBW's own words or the ACK's error code (kept, shown by the API); text is the
+    EHR's own message (ERR-8, MSA-3), which may name the patient: logged at DEBUG only."""
     try:
         with MllpClient(host, port, timeout=timeout) as client:
             ack = client.send(message)
     except TimeoutError:
-        return "timeout", f"no ACK from {host}:{port} within {timeout:g} s"
+        return "timeout", f"no ACK from {host}:{port} within {timeout:g} s", ""
     except OSError as exc:  # refused, reset, closed before the ACK
-        return "error", f"{host}:{port}: {exc.strerror or exc}"
+        return "error", f"{host}:{port}: {exc.strerror or exc}", ""
     return read_ack(ack, msh10)
 
 
-def read_ack(ack: bytes, msh10: str) -> tuple[str, str]:
-    """(code, detail) of an ACK for the message ``msh10``."""
+def read_ack(ack: bytes, msh10: str) -> tuple[str, str, str]:
+    """(code, detail, text) of an ACK for the message ``msh10`` (see ``deliver``)."""
     sep = ack[3:4] or b"|"
     for seg in ack.replace(b"\n", b"\r").split(b"\r"):
         if seg.startswith(b"MSA"):
@@ -167,21 +169,22 @@ def read_ack(ack: bytes, msh10: str) -> tuple[str, str]:
             code = fields[1].decode("latin_1").strip().upper() if len(fields) > 1 else ""
             control = fields[2].decode("latin_1").strip() if len(fields) > 2 else ""
             if control != msh10:
-                return "error", f"ACK for MSH-10 {control!r}, not {msh10!r}"
+                return "error", f"an ACK for another message (MSA-2 not {msh10!r})", ""
             code = {"CA": "AA", "CE": "AE", "CR": "AR"}.get(code, code)
             if code not in ("AA", "AE", "AR"):
-                return "error", f"unknown MSA-1 {code!r}"
+                return "error", f"unknown MSA-1 {code!r}"[:200], ""
             text = fields[3].decode("latin_1", "replace").strip() if len(fields) > 3 else ""
-            return code, _err_text(ack, sep) or text
-    return "error", "answer without MSA segment"
+            err_code, err_text = _err(ack, sep)
+            return code, err_code, " ".join(x for x in (err_text, text) if x)[:200]
+    return "error", "answer without MSA segment", ""
 
 
-def _err_text(ack: bytes, sep: bytes) -> str:
-    """ERR-3 (code) and ERR-8 (user message) of an ACK, for the outbox's record."""
+def _err(ack: bytes, sep: bytes) -> tuple[str, str]:
+    """ERR-3 (the error code: kept) and ERR-8 (the user message: may name a patient)."""
     for seg in ack.replace(b"\n", b"\r").split(b"\r"):
         if seg.startswith(b"ERR"):
             f = seg.split(sep)
             code = f[3].decode("latin_1", "replace") if len(f) > 3 else ""
             msg = f[8].decode("latin_1", "replace") if len(f) > 8 else ""
-            return " ".join(x for x in (code, msg) if x)[:200]
-    return ""
+            return code[:100], msg
+    return "", ""
