@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -65,6 +66,15 @@ def _fallback_pv1(record: dict[str, Any]) -> str:
     return f"PV1|1|{escape(v.get('patient_class') or '')}" + "|" * 17 + (f"{visit}^^^{issuer}^VN" if visit else "")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _controls_escaped(segment: str) -> str:
+    """A copied segment with its control characters as ``\\Xhh\\`` (as in EBW's ACKs):
+    a lone LF or an 0x1C kept from the ADT would break the ORU's segments or its frame."""
+    return _CONTROL.sub(lambda m: f"\\X{ord(m[0]):02X}\\", segment)
+
+
 def build_oru(record: dict[str, Any], exam: dict[str, Any], cfg: EndpointConfig, msh10: str, now: float) -> bytes:
     """The ORU^R01 for ``exam`` of the encounter ``record`` (CR-separated, not framed).
 
@@ -74,8 +84,8 @@ def build_oru(record: dict[str, Any], exam: dict[str, Any], cfg: EndpointConfig,
     app = escape(cfg.oru_sending_application)
     status = cfg.oru_result_status
     kept = record.get("hl7", {})
-    pid = kept.get("PID") or _fallback_pid(record)
-    pv1 = kept.get("PV1") or _fallback_pv1(record)
+    pid = _controls_escaped(kept.get("PID") or _fallback_pid(record))
+    pv1 = _controls_escaped(kept.get("PV1") or _fallback_pv1(record))
     attending = _field(pv1, 7).split("~")[0]
     accession = escape(exam.get("accession") or "")
     filler = f"{accession}^{app}" if accession else ""

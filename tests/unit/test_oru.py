@@ -88,3 +88,20 @@ def test_reading_the_ack(ack, expect):
     assert code == expect
     if b"ERR" in ack:  # the code is kept (the API shows it); the EHR's words are not
         assert (detail, text) == ("204", "Unknown patient")
+
+
+def test_control_bytes_kept_from_the_adt_are_escaped_in_the_oru():
+    """A lone LF is data in an ADT field (docs/hl7-interface.md section 2), and so is an
+    0x1C: copied raw, one would split the ORU's PID for a reader that breaks on LF, the
+    other end its MLLP frame.  They go out as \\Xhh\\, as in EBW's ACKs."""
+    raw = msg("A04", "C1", "MRN1", "V1", name="DOE^JANE")
+    pid = next(s for s in raw.split("\r") if s.startswith("PID"))
+    fields = pid.split("|")
+    fields[11] = "1 MAIN ST\n2ND FLOOR^^TOWN"
+    fields[13] = "555\x1c0142"
+    rec = record_of(raw.replace(pid, "|".join(fields)))
+    assert "\n" in rec["hl7"]["PID"]  # kept as received
+    out = build_oru(rec, EXAM, CFG, "X1", 1795861000.0)
+    assert b"\n" not in out and b"\x1c" not in out
+    got = segs(out)["PID"]
+    assert got[11] == "1 MAIN ST\\X0A\\2ND FLOOR^^TOWN" and got[13] == "555\\X1C\\0142"
