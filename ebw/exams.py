@@ -126,21 +126,30 @@ def _link(
         if used and used["ep"] == ep:
             exam["key"] = used["key"]
             return
-    found = _encounter_by_study(store, txn, ep, exam["study_uid"])
+    found, number = _encounter_by_study(store, txn, ep, exam["study_uid"])
     if found:
+        # the study is the worklist item's: its number is the exam's (the ORU's ORC-3,
+        # OBR-3, OBR-18) and is used up, as when the images carry it
         exam["key"] = found
+        if not exam["accession"]:
+            exam["accession"] = number
+        if number:
+            accession.consume(store, txn, number, now, cfgs)
         return
     exam["orphan"] = True
 
 
-def _encounter_by_study(store: Store, txn: Any, ep: str, study_uid: str) -> str:
-    """The open encounter whose current Study Instance UID is ``study_uid`` (a scan of the
-    endpoint's open encounters: only for studies that carry no known accession number)."""
+def _encounter_by_study(store: Store, txn: Any, ep: str, study_uid: str) -> tuple[str, str]:
+    """(key, current accession number) of the open encounter whose current Study Instance
+    UID is ``study_uid`` (a scan of the endpoint's open encounters: only for studies that
+    carry no known accession number); ("", "") if none."""
     needle = study_uid.encode()
     for enc_key, raw in store.iter_active_raw(txn, ep):
-        if needle in raw and loads(raw).get("study_uid") == study_uid:
-            return bytes(enc_key).decode("utf-8")
-    return ""
+        if needle in raw:
+            record = loads(raw)
+            if record.get("study_uid") == study_uid:
+                return bytes(enc_key).decode("utf-8"), record.get("accession") or ""
+    return "", ""
 
 
 def instance_stored(

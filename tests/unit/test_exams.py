@@ -85,3 +85,20 @@ def test_only_answers_count_towards_the_attempts(tmp_path):
         assert exam["oru"]["attempts"] == 4
     finally:
         store.close()
+
+
+def test_a_study_tied_by_its_study_uid_alone_carries_the_items_number(tmp_path):
+    """The audit's case: images with the worklist item's Study Instance UID and no
+    Accession Number.  The ORU went out without a number, and the number stayed on the
+    worklist for the next exam, which was then filed into this one."""
+    store = Store(str(tmp_path), 16, sync=False)
+    _admit(store)
+    try:
+        exam = _image(store, "1.3.1", time.time())
+        assert exam["key"] == "V|GENHOSP|V1" and not exam["orphan"]
+        assert exam["accession"] == ACCESSION  # ORC-3, OBR-3, OBR-18 of its ORU
+        with store.read() as txn:
+            record = store.get_encounter(txn, EP, "V|GENHOSP|V1")
+        assert record["accession"] != ACCESSION and record["study_uid"] != STUDY  # a fresh item for the next exam
+    finally:
+        store.close()
