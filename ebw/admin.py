@@ -121,7 +121,12 @@ class HttpServer:
                 self._write_method("DELETE")
 
             def _write_method(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
+                raw_length = (self.headers.get("Content-Length") or "0").strip()
+                if not raw_length.isdigit():
+                    self._send(400, b'{"error": "Content-Length must be a number of bytes"}', "application/json")
+                    self.close_connection = True
+                    return
+                length = int(raw_length)
                 if length > MAX_BODY:
                     self._send(413, b'{"error": "request body too large"}', "application/json")
                     self.close_connection = True

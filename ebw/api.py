@@ -263,7 +263,7 @@ class Api:
     def audit(self, store: Store, user: dict[str, Any], method: str, rest: list[str], q: Any, data: Any):
         if method != "GET" or rest:
             raise ApiError(405, "GET /api/audit only")
-        limit = int((q.get("limit") or ["200"])[0] or 200)
+        limit = _int_arg(q, "limit", 200)
         out = []
         with store.read() as txn:
             cur = txn.cursor(db=store.db["audit"])
@@ -356,8 +356,9 @@ class Api:
                 taken = {d.get("hl7_port"): "hl7_port", d.get("dicom_port"): "dicom_port"}
                 if base[f] in taken:
                     raise ApiError(409, f"{f}: port {base[f]} is used by endpoint {other!r}", field=f)
-        if base["hl7_port"] == self.cfg.http_port or base["dicom_port"] == self.cfg.http_port:
-            raise ApiError(409, f"port {self.cfg.http_port} is EBW's HTTP port", field="hl7_port")
+        for port_field in ("hl7_port", "dicom_port"):
+            if base[port_field] == self.cfg.http_port:
+                raise ApiError(409, f"port {self.cfg.http_port} is EBW's HTTP port", field=port_field)
         new_cfg = EndpointConfig.from_dict(base)
         old_cfg = None if old is None else EndpointConfig.from_dict(old)
         apply = None

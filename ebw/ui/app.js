@@ -299,7 +299,7 @@
     var title = creating ? 'Add EBW' : 'Edit EBW';
     root.append(pageHeader(title, creating
       ? 'A new endpoint: its listeners start as soon as it is saved, without a restart.'
-      : 'Changes apply within a second; new ports are bound without dropping a connection.',
+      : 'Changes apply within a second. New ports start new workers: open HL7 connections are closed and senders reconnect.',
       creating ? null : h('a', { class: 'button', href: '/ui/endpoints/' + enc(id) + '/worklist', text: 'View Worklist' })));
     var holder = h('div', null, h('p', { class: 'muted', text: 'Loading\u2026' }));
     root.append(holder);

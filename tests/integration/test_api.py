@@ -125,6 +125,13 @@ def test_cross_field_rules_and_ports_in_use(server):
     code, body = server.api("POST", "/api/endpoints", {"display_name": "C", "hl7_port": server.dicom_port})
     assert code == 409 and "default" in body["error"]
     assert server.api("GET", "/api/endpoints")[1]["endpoints"][0]["id"] == "default"  # nothing was created
+    code, body = server.api("PUT", "/api/endpoints/default", {"dicom_port": server.http_port})
+    assert code == 409 and body["field"] == "dicom_port"  # the form shows it next to that field
+    # malformed requests get a 4xx answer, not a 500 or none
+    assert server.api("GET", "/api/audit?limit=abc")[0] == 200
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as s:
+        s.sendall(b"POST /api/endpoints HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400")
 
 
 def test_a_new_endpoint_answers_in_every_worker_without_a_restart(server):
