@@ -668,58 +668,71 @@ def make_handler(index: WorklistIndex) -> Callable[..., Iterator[tuple[int, Data
         metrics.cfind_duration.labels(ep).observe(time.perf_counter() - t0)
         metrics.cfind_matches.labels(ep).observe(len(items))
         log.debug("%s: C-FIND from %s: %d matches", ep, event.assoc.requestor.ae_title, len(items))
-        status = STATUS_PENDING_UNSUPPORTED_KEYS if q.unsupported else STATUS_PENDING
-        tz = index.timezone_offset(zone=zone) if q.timezone_requested else ""
-        outq = getattr(getattr(event.assoc, "dul", None), "to_provider_queue", None)
-        ts = event.context.transfer_syntax
-        direct = ts in (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
-        explicit = ts == ExplicitVRLittleEndian
-        sock = _raw_socket(event) if direct and len(items) > 1 else None
-        if sock is not None:
-            # Long answers: write the Pending responses straight to the socket (pynetdicom
-            # spends ~1 ms per response in DIMSE/DUL); pynetdicom sends the final status.
-            command = find_rsp_command(event.request.MessageID, status)
-            cx_id = event.context.context_id
-            max_pdu = event.assoc.requestor.maximum_length or 0
-            buf = bytearray()
-            cancelled = _Cancel(event)
-            fast = ResponseEncoder(q, tz, explicit)
-            try:
-                for item in items:
-                    if cancelled():
-                        if buf:
-                            sock.sendall(buf)
-                        metrics.cfind_queries.labels(ep, "FE00").inc()
-                        yield STATUS_CANCEL, None
-                        return
-                    data = fast.encode(item)
-                    if data is None:
-                        data = encode_response(q, item, tz, explicit)._ebw_data
-                    buf += p_data_pdus(cx_id, command, data, max_pdu)
-                    if len(buf) > 16384:
-                        sock.sendall(buf)
-                        buf.clear()
-                        _wait_unsent_below(sock, IN_FLIGHT_BYTES, event, cancelled)
-                if buf:
-                    sock.sendall(buf)
-            except OSError as exc:
-                log.info("%s: C-FIND responses to %s interrupted: %s", ep, event.assoc.requestor.ae_title, exc)
-                return
-            metrics.cfind_queries.labels(ep, "0000").inc()
-            return
-        for item in items:
-            # Backpressure: pynetdicom queues responses without bound; keep the queue
-            # short so memory stays flat and a C-CANCEL is seen within a few responses.
-            if outq is not None:
-                waited = 0
-                while outq.qsize() > SEND_AHEAD and waited < 60_000 and event.assoc.is_established:
-                    time.sleep(0.0005)
-                    waited += 1
-            if event.is_cancelled:
-                metrics.cfind_queries.labels(ep, "FE00").inc()
-                yield STATUS_CANCEL, None
-                return
-            yield status, (encode_response(q, item, tz, explicit) if direct else build_response(q, item, tz))
-        metrics.cfind_queries.labels(ep, "0000").inc()
+        try:
+            yield from _respond(event, index, q, items, zone)
+        except Exception as exc:  # noqa: BLE001 - an item that cannot be encoded: 0xC001, counted, logged
+            log.exception("%s: C-FIND responses failed (%s)", ep, type(exc).__name__)
+            metrics.cfind_queries.labels(ep, "C001").inc()
+            yield STATUS_UNABLE, None
 
     return handle_find
+
+
+def _respond(
+    event: Any, index: WorklistIndex, q: Query, items: list[dict[str, Any]], zone: _dt.tzinfo | None
+) -> Iterator[tuple[int, Dataset | None]]:
+    """The Pending responses to a C-FIND and its final status (see ``make_handler``)."""
+    ep = index.ep
+    status = STATUS_PENDING_UNSUPPORTED_KEYS if q.unsupported else STATUS_PENDING
+    tz = index.timezone_offset(zone=zone) if q.timezone_requested else ""
+    outq = getattr(getattr(event.assoc, "dul", None), "to_provider_queue", None)
+    ts = event.context.transfer_syntax
+    direct = ts in (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
+    explicit = ts == ExplicitVRLittleEndian
+    sock = _raw_socket(event) if direct and len(items) > 1 else None
+    if sock is not None:
+        # Long answers: write the Pending responses straight to the socket (pynetdicom
+        # spends ~1 ms per response in DIMSE/DUL); pynetdicom sends the final status.
+        command = find_rsp_command(event.request.MessageID, status)
+        cx_id = event.context.context_id
+        max_pdu = event.assoc.requestor.maximum_length or 0
+        buf = bytearray()
+        cancelled = _Cancel(event)
+        fast = ResponseEncoder(q, tz, explicit)
+        try:
+            for item in items:
+                if cancelled():
+                    if buf:
+                        sock.sendall(buf)
+                    metrics.cfind_queries.labels(ep, "FE00").inc()
+                    yield STATUS_CANCEL, None
+                    return
+                data = fast.encode(item)
+                if data is None:
+                    data = encode_response(q, item, tz, explicit)._ebw_data
+                buf += p_data_pdus(cx_id, command, data, max_pdu)
+                if len(buf) > 16384:
+                    sock.sendall(buf)
+                    buf.clear()
+                    _wait_unsent_below(sock, IN_FLIGHT_BYTES, event, cancelled)
+            if buf:
+                sock.sendall(buf)
+        except OSError as exc:
+            log.info("%s: C-FIND responses to %s interrupted: %s", ep, event.assoc.requestor.ae_title, exc)
+            return
+        metrics.cfind_queries.labels(ep, "0000").inc()
+        return
+    for item in items:
+        # Backpressure: pynetdicom queues responses without bound; keep the queue
+        # short so memory stays flat and a C-CANCEL is seen within a few responses.
+        if outq is not None:
+            waited = 0
+            while outq.qsize() > SEND_AHEAD and waited < 60_000 and event.assoc.is_established:
+                time.sleep(0.0005)
+                waited += 1
+        if event.is_cancelled:
+            metrics.cfind_queries.labels(ep, "FE00").inc()
+            yield STATUS_CANCEL, None
+            return
+        yield status, (encode_response(q, item, tz, explicit) if direct else build_response(q, item, tz))
+    metrics.cfind_queries.labels(ep, "0000").inc()
