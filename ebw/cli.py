@@ -165,10 +165,19 @@ def _cmd_dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ops_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """The configuration for an operations command (``--data-dir`` overrides EBW_DATA_DIR)."""
+def _ops_config(args: argparse.Namespace, every_problem: bool = False):  # type: ignore[no-untyped-def]
+    """The configuration for an operations command (``--data-dir`` overrides EBW_DATA_DIR);
+    ``every_problem``: a bad configuration is reported a line per bad setting."""
     import dataclasses
 
+    if every_problem:
+        from . import config
+
+        bad = config.problems()
+        for exc in bad:
+            print(f"ebw: configuration error: {exc}", file=sys.stderr)
+        if bad:
+            return None
     cfg = _load_config()
     if cfg is not None and getattr(args, "data_dir", None):
         cfg = dataclasses.replace(cfg, data_dir=args.data_dir)
@@ -178,7 +187,7 @@ def _ops_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _cmd_check(args: argparse.Namespace) -> int:
     from .ops import check
 
-    cfg = _ops_config(args)
+    cfg = _ops_config(args, every_problem=True)
     if cfg is None:
         return 2
     problems, notes = check(cfg)

@@ -106,9 +106,13 @@ def _optional_ae_title(raw: str) -> str | None:
     return None if raw.strip() == "" else ae_title(raw)
 
 
+_NOT_A_ZONE_NAME = frozenset({"localtime", "posixrules", "Factory"})  # files of the tz database, not zones
+
+
 def timezone(raw: str) -> str:
     value = raw.strip()
-    if not value:
+    if not value or value in _NOT_A_ZONE_NAME or value.startswith(("posix/", "right/")):
+        # "localtime" is whatever the host is set to: a modality's zone must be named
         raise ValueError("must be a known IANA timezone name, e.g. America/New_York")
     try:
         ZoneInfo(value)
@@ -773,6 +777,30 @@ class Config:
     http_tls_cert: str = ""
     http_tls_key: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def problems(environ: Mapping[str, str] | None = None) -> list[ConfigError]:
+    """Every setting that is bad on its own (``ebw check`` lists them all); when there is
+    none, the first rule between settings that fails, if any."""
+    env = os.environ if environ is None else environ
+    if env.get("EBW_ENV_FILE"):
+        try:
+            env = {**env, **read_env_file(env["EBW_ENV_FILE"])}
+        except ConfigError as exc:
+            return [exc]
+    out = []
+    for s in SETTINGS:
+        raw = env.get(s.env)
+        try:
+            s.parse(s.default if raw is None else raw)
+        except ValueError as exc:
+            out.append(ConfigError(s.env, s.default if raw is None else raw, str(exc)))
+    if not out:
+        try:
+            load(env)
+        except ConfigError as exc:
+            out.append(exc)
+    return out
 
 
 def load(environ: Mapping[str, str] | None = None) -> Config:

@@ -154,6 +154,12 @@ def test_check_catches_a_bad_value_a_port_in_use_and_a_bad_data_dir(tmp_path: Pa
     assert out.stderr.strip().splitlines() == [
         "ebw: configuration error: EBW_ACCESSION_DIGITS='11': the number of accession digits is at least 12"
     ]
+    out = ebw({**env, "EBW_ACCESSION_DIGITS": "11", "EBW_TIMEZONE": "Nowhere"}, "check")  # one line per problem
+    assert out.returncode == 2
+    assert [line.split("=")[0] for line in out.stderr.strip().splitlines()] == [
+        "ebw: configuration error: EBW_TIMEZONE",
+        "ebw: configuration error: EBW_ACCESSION_DIGITS",
+    ]
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

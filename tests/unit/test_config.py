@@ -86,6 +86,8 @@ BAD = [
     ("EBW_TIMEZONE", "Mars/Olympus", "IANA timezone"),
     ("EBW_TIMEZONE", "", "IANA timezone"),
     ("EBW_TIMEZONE", "../../etc/passwd", "IANA timezone"),
+    ("EBW_TIMEZONE", "localtime", "IANA timezone"),
+    ("EBW_TIMEZONE", "posix/Europe/Paris", "IANA timezone"),
     ("EBW_WORKERS", "0", "from 1 to 64"),
     ("EBW_FSYNC", "maybe", "'on' or 'off'"),
     ("EBW_HL7_CHARSET", "KLINGON", "table 0211"),
