@@ -154,6 +154,13 @@ def document() -> dict[str, Any]:
             "responses": {"200": {"description": "exams, newest first"}},
         }
     }
+    paths["/api/exams/{endpoint}/{study_uid}"] = {
+        "get": {
+            "tags": ["exams"],
+            "summary": "one exam: its encounter, instances, ORU and PACS-push state",
+            "responses": {"200": {"description": "the exam"}, "404": {"description": "no such exam"}},
+        }
+    }
     for action in ("complete", "retry-oru"):
         paths["/api/exams/{endpoint}/{study_uid}/" + action] = {
             "post": {

@@ -54,6 +54,7 @@ def test_tokens_roles_and_the_openapi_document(server):
     assert server.api("GET", "/api/endpoints", token="not-a-token")[0] == 401
     code, doc = server.api("GET", "/api/openapi.json", token=None)
     assert code == 200 and doc["openapi"].startswith("3.") and "/api/endpoints/{id}/worklist" in doc["paths"]
+    assert "/api/exams/{endpoint}/{study_uid}" in doc["paths"]  # every path the README documents
     assert "accession_digits" in doc["components"]["schemas"]["Endpoint"]["properties"]
     code, reader = server.api("POST", "/api/users", {"name": "Reader", "connectivity": "read"})
     assert code == 201 and len(reader["token"]) > 20
