@@ -79,6 +79,7 @@ ENDPOINT_FIELDS: dict[str, str] = {
     "dicom_allow_from": "dicom_allow_from",
     "cfind_max_results": "cfind_max_results",
     "vip_values": "vip_values",
+    "hl7_processing_ids": "hl7_processing_ids",
     "broad_query_max": "broad_query_max",
     "quirks": "quirks",
     "exam_quiet_seconds": "exam_quiet_seconds",

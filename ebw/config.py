@@ -287,6 +287,14 @@ def _value_list(raw: str) -> tuple[str, ...]:
     return tuple(p.strip().upper() for p in raw.split(",") if p.strip())
 
 
+def _processing_ids(raw: str) -> tuple[str, ...]:
+    """HL7 table 0103 processing IDs: P production, T training, D debugging."""
+    values = tuple(p.strip().upper() for p in raw.split(",") if p.strip())
+    if not values or any(v not in ("P", "T", "D") for v in values):
+        raise ValueError("must be a comma-separated list of P, T, D (HL7 table 0103)")
+    return values
+
+
 def _quirks(raw: str) -> str:
     from .dicom.quirks import parse
 
@@ -589,6 +597,16 @@ SETTINGS: tuple[Setting, ...] = (
         "endpoint",
     ),
     Setting(
+        "EBW_HL7_PROCESSING_IDS",
+        "hl7_processing_ids",
+        "P",
+        _processing_ids,
+        "MSH-11 processing IDs applied (P production, T training, D debugging); others are answered "
+        "AR 202 and kept in the journal only, so training and test messages never reach a live worklist. "
+        "An empty MSH-11 counts as P.",
+        "endpoint",
+    ),
+    Setting(
         "EBW_VIP_VALUES",
         "vip_values",
         "Y,VIP",
@@ -717,6 +735,7 @@ class EndpointConfig:
     dicom_allow_from: tuple[str, ...] = ()
     cfind_max_results: int = 0
     vip_values: tuple[str, ...] = ("Y", "VIP")
+    hl7_processing_ids: tuple[str, ...] = ("P",)
     broad_query_max: int = 0
     quirks: str = ""
     oru_sending_application: str = "EBW"
@@ -746,7 +765,14 @@ class EndpointConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EndpointConfig:
         values = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for k in ("visit_number", "location_components", "calling_aets", "dicom_allow_from", "vip_values"):
+        for k in (
+            "visit_number",
+            "location_components",
+            "calling_aets",
+            "dicom_allow_from",
+            "vip_values",
+            "hl7_processing_ids",
+        ):
             if k in values:
                 values[k] = tuple(values[k])
         return cls(**values)

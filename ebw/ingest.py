@@ -80,6 +80,12 @@ class Hl7Endpoint:
                 self._journal_only(frame, header, "AR", "")
                 return self._answer(header, "AR", code, f"Unreadable message: {exc.reason}", "MSH", "")
             event = change.event
+            processing = change.header.processing_id.split(change.header.seps[1:2])[0].strip().upper()
+            if (processing.decode("latin_1") or "P") not in cfg.hl7_processing_ids:
+                # training or debugging messages on an endpoint that takes production only
+                log.info("%s: MSH-10 %s answered AR 202 (processing ID not accepted)", self.ep, _cid(change.header))
+                self._journal_only(frame, change.header, "AR", event)
+                return self._answer(change.header, "AR", 202, "Unsupported processing ID", "MSH^1^11", event)
             if change.charset_fallback:
                 metrics.hl7_charset_fallback.labels(self.ep).inc()
             try:

@@ -73,3 +73,28 @@ def test_control_ids_in_log_lines_cannot_forge_lines():
     assert ingest._cid(header) == "C1\\x0a2026-11-28 ERROR forged\\x0d\\x1c\\x5cx"
     assert ingest._cid(Header(seps=b"|^~\\&", control_id=b"MSG00001")) == "MSG00001"
     assert ingest._cid(None) == "?"
+
+
+def test_training_and_debugging_messages_are_refused_unless_the_endpoint_takes_them():
+    """MSH-11 T or D on a production endpoint: AR 202 at MSH^1^11, journal only (the
+    stub committer here applies nothing either way); an endpoint set to take them applies."""
+    import dataclasses
+
+    loop = asyncio.new_event_loop()
+    try:
+        cfg = CFG
+        endpoint = ingest.Hl7Endpoint("proc", lambda: cfg, None, _Committer(loop))  # type: ignore[arg-type]
+
+        def answer(processing: str) -> bytes:
+            raw = _message("ADT^A04", "P1").replace(b"|P|2.5.1", f"|{processing}|2.5.1".encode())
+            return loop.run_until_complete(endpoint.handle(raw))
+
+        for processing in ("P", "", "p", "P^T"):
+            assert msa(answer(processing))[0] == "AA", processing
+        for processing in ("T", "D", "T^A", "X"):
+            ack = answer(processing)
+            assert msa(ack)[0] == "AR" and b"|MSH^1^11|202^Unsupported processing ID^HL70357|" in ack, processing
+        cfg = dataclasses.replace(CFG, hl7_processing_ids=("P", "T"))
+        assert msa(answer("T"))[0] == "AA" and msa(answer("D"))[0] == "AR"
+    finally:
+        loop.close()
