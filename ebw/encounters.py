@@ -239,8 +239,9 @@ def _is_stale(record: dict[str, Any], change: Change) -> bool:
 
 
 def _is_stale_person(record: dict[str, Any], change: Change) -> bool:
-    """The patient data of ``change`` is older than the record's (never for cancels: they
-    correct the encounter and keep its patient data as it is)."""
+    """The patient data of ``change`` is older than the record's.  Cancels are no
+    exception: they always apply to the encounter, and an older one leaves the newer
+    patient data as it is."""
     last = _patient_when(record)
     return change.when is not None and last is not None and change.when < last
 
