@@ -51,12 +51,12 @@ def env_endpoint_settings(
     ``dumps``) take it; every other one keeps its value in ``current`` -- a change made
     through the API stays until that very setting changes in the environment.  First
     start (nothing applied or stored): the environment's, all of them."""
-    from .store import loads
+    from .store import dumps, loads
 
     if current is None or last_applied is None:
         return {**env, **{k: v for k, v in (current or {}).items() if k.startswith("_")}}
-    last = loads(last_applied)
-    return {**current, **{k: v for k, v in env.items() if k not in last or last[k] != v}}
+    last, now = loads(last_applied), loads(dumps(env))  # compared as stored: lists, not tuples
+    return {**current, **{k: v for k, v in env.items() if k not in last or last[k] != now[k]}}
 
 
 def apply_env_endpoint(store: Any, txn: Any, endpoint: EndpointConfig) -> bool:

@@ -34,6 +34,10 @@ def test_one_changed_variable_does_not_undo_the_other_api_changes(tmp_path):
         changed, ep = _start(store, {"EBW_PROCEDURE_ID": "NEWENV"})
         assert changed and ep["procedure_id"] == "NEWENV"
         assert (ep["accession_prefix"], ep["accession_digits"], ep["name"]) == ("ACC", 13, "Main ED")
+        # list settings too: an API value stays while the environment's is unchanged
+        _api_change(store, vip_values=["SECRET"], calling_aets=["US1"])
+        changed, ep = _start(store, {"EBW_PROCEDURE_ID": "NEWENV", "EBW_TIMEZONE": "Europe/Paris"})
+        assert (ep["vip_values"], ep["calling_aets"], ep["timezone"]) == (["SECRET"], ["US1"], "Europe/Paris")
         # the setting the administrator changed in the environment wins over its API value
         _api_change(store, procedure_id="FROMAPI")
         changed, ep = _start(store, {"EBW_PROCEDURE_ID": "NEWENV", "EBW_ACCESSION_PREFIX": "XY"})
