@@ -98,7 +98,9 @@ _DEFAULT_ENCODING = b"^~\\&"
 _UPPER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ID_CHARS = _UPPER | frozenset(b"0123456789")
 _SEGMENT_ID = re.compile(rb"[A-Z0-9]{3}")
-_NOT_A_FIELD_SEPARATOR = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789\r\n ")
+NOT_A_DELIMITER = frozenset(  # not a field separator, nor any delimiter (ebw.hl7.adt)
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789\r\n "
+)
 _BREAK = re.compile(rb"\r\n?|\n")  # candidate segment breaks; a lone LF is checked
 
 
@@ -136,7 +138,7 @@ def _message_start(buf: bytes) -> int:
         raise ParseError(EMPTY_MESSAGE, offset=0)
     if buf[pos : pos + 3] != b"MSH":
         raise ParseError(NO_MSH, offset=pos)
-    if pos + 3 >= len(buf) or buf[pos + 3] in _NOT_A_FIELD_SEPARATOR:
+    if pos + 3 >= len(buf) or buf[pos + 3] in NOT_A_DELIMITER:
         raise ParseError(BAD_FIELD_SEPARATOR, offset=pos + 3)
     return pos
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from ..errors import ParseError, RejectError
+from ._scan_ref import NOT_A_DELIMITER
 from .scan import scan
 from .text import NULL, Decoder, at, comps, reps, segment_text, subs
 from .text import field as fld
@@ -170,8 +171,7 @@ def parse(data: bytes, mapping: Mapping = DEFAULT_MAPPING) -> Change:
 
 
 BAD_ENCODING_CHARACTERS = "bad MSH-2 encoding characters"
-# not usable as a delimiter: what the scanner refuses as a field separator
-_NOT_A_DELIMITER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789\r\n ")
+_NOT_A_DELIMITER = NOT_A_DELIMITER  # what the scanner refuses as a field separator
 
 
 def parse_scanned(scanned: tuple[bytes, int, list], mapping: Mapping = DEFAULT_MAPPING) -> Change:

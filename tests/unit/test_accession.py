@@ -30,13 +30,6 @@ BASE = config.load({"EBW_TIMEZONE": "UTC"}).endpoint  # period 5 minutes, prefix
 T0 = dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.timezone.utc).timestamp()
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(str(tmp_path), 64, sync=False)
-    yield s
-    s.close()
-
-
 def admit(store: Store, cfg, n: int, now: float, ep: str = "default") -> None:
     for i in range(n):
         change = parse(msg("A04", f"M{now}-{i}", f"P{i}", f"V{i}", name=f"PAT^{i}").encode())
